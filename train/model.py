@@ -1,0 +1,164 @@
+"""The four networks of §3-4.1: encoders f_c and f_b, the learned transform T^Z, the decoder g.
+
+    render = h(x_c, x_t1, x_t2, x_b) = g(T^Z(f_c(x_t1), f_c(x_t2)) o f_c(x_c) + f_b(x_b))
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    image_size: int = 64  # square RGB input and output
+    channels: int = 64  # C of the scene representation z: (C, image_size/4, image_size/4)
+    res_blocks: int = 3  # residual blocks per encoder at feature resolution
+    tz_hidden: int = 128  # width of T^Z's fully connected layer
+
+    @property
+    def feature_size(self) -> int:
+        return self.image_size // 4
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class ResBlock(nn.Module):
+    def __init__(self, c: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c, c, 3, padding=1)
+        self.conv2 = nn.Conv2d(c, c, 3, padding=1)
+        nn.init.zeros_(self.conv2.weight)  # each block starts as the identity
+        nn.init.zeros_(self.conv2.bias)
+
+    def forward(self, x):
+        return x + self.conv2(F.relu(self.conv1(x)))
+
+
+class Encoder(nn.Module):
+    """Residual conv encoder, image (B, 3, S, S) -> scene representation (B, C, S/4, S/4).
+    f_c and f_b are two instances (same architecture, separate weights)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        c = cfg.channels
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, c // 2, 4, stride=2, padding=1), nn.ReLU(),  # S/2
+            nn.Conv2d(c // 2, c, 4, stride=2, padding=1), nn.ReLU(),  # S/4
+        )
+        self.blocks = nn.Sequential(*[ResBlock(c) for _ in range(cfg.res_blocks)])
+        self.out = nn.Conv2d(c, c, 1)  # linear: features may be negative, f_c + f_b is a sum
+
+    def forward(self, x):
+        return self.out(self.blocks(self.stem(x)))
+
+
+class Decoder(nn.Module):
+    """g: scene representation (B, C, S/4, S/4) -> image (B, 3, S, S), transposed convs, no
+    residuals (§4.1). Takes the character and background parts and adds them itself."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        c = cfg.channels
+        self.net = nn.Sequential(
+            nn.Conv2d(c, c, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(c, c, 3, padding=1), nn.ReLU(),
+            nn.ConvTranspose2d(c, c // 2, 4, stride=2, padding=1), nn.ReLU(),  # S/2
+            nn.Conv2d(c // 2, c // 2, 3, padding=1), nn.ReLU(),
+            nn.ConvTranspose2d(c // 2, c // 2, 4, stride=2, padding=1), nn.ReLU(),  # S
+            nn.Conv2d(c // 2, 3, 3, padding=1),
+        )
+
+    def forward(self, z_char, z_bg):
+        return self.net(z_char + z_bg)
+
+
+def affine_grid(theta: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+    """F.affine_grid(theta, align_corners=False) from plain ops (MatMul), which ONNX at opset 18
+    and TensorRT take as they are. theta (B, 2, 3), base (H, W, 3) -> grid (B, H, W, 2)."""
+    h, w = base.shape[:2]
+    return torch.matmul(base.reshape(1, h * w, 3), theta.transpose(1, 2)).reshape(-1, h, w, 2)
+
+
+def base_grid(size: int) -> torch.Tensor:
+    """Homogeneous pixel-centre coordinates (x, y, 1) in [-1, 1], (size, size, 3)."""
+    lin = (torch.arange(size, dtype=torch.float32) * 2 + 1) / size - 1
+    y, x = torch.meshgrid(lin, lin, indexing="ij")
+    return torch.stack([x, y, torch.ones_like(x)], dim=-1)
+
+
+class Transform(nn.Module):
+    """T^Z: (z_t1, z_t2) -> 2x3 affine theta, applied to z_c with a sampling grid + grid_sample.
+
+    Input-order dependent (channel concatenation); initialised to the identity. GroupNorm and
+    leaky ReLUs keep its units alive while the autoencoder is still learning (see README).
+    theta maps output coordinates to input coordinates, as in grid_sample: it is the inverse of
+    the image-space motion T^X.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        c, f = cfg.channels, cfg.feature_size
+
+        def block(c_in, stride):
+            return [nn.Conv2d(c_in, c, 3 if stride == 1 else 4, stride, 1), nn.GroupNorm(8, c),
+                    nn.LeakyReLU(0.2)]
+
+        self.features = nn.Sequential(*block(2 * c, 1), *block(c, 2), *block(c, 2), nn.Flatten())
+        self.head = nn.Sequential(nn.Linear(c * (f // 4) ** 2, cfg.tz_hidden), nn.LeakyReLU(0.2),
+                                  nn.Linear(cfg.tz_hidden, 6))
+        nn.init.zeros_(self.head[-1].weight)
+        with torch.no_grad():
+            self.head[-1].bias.copy_(torch.tensor([1.0, 0, 0, 0, 1, 0]))
+        self.register_buffer("base", base_grid(f), persistent=False)
+
+    def theta(self, z_t1, z_t2):
+        """(B, C, F, F) x2 -> (B, 2, 3)."""
+        return self.head(self.features(torch.cat([z_t1, z_t2], dim=1))).view(-1, 2, 3)
+
+    def apply(self, theta, z):
+        """theta o z: warp the features z (B, C, F, F) by theta (B, 2, 3)."""
+        grid = affine_grid(theta.to(z.dtype), self.base.to(z.dtype))
+        return F.grid_sample(z, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+    def forward(self, z_t1, z_t2, z_c):
+        theta = self.theta(z_t1, z_t2)
+        return theta, self.apply(theta, z_c)
+
+
+class SceneModel(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.f_c, self.f_b = Encoder(cfg), Encoder(cfg)
+        self.t_z = Transform(cfg)
+        self.g = Decoder(cfg)
+
+    def forward(self, x_c, x_t1, x_t2, x_b):
+        """h(x_c, x_t1, x_t2, x_b) of §3: images (B, 3, S, S) -> image (B, 3, S, S)."""
+        _, z_moved = self.t_z(self.f_c(x_t1), self.f_c(x_t2), self.f_c(x_c))
+        return self.g(z_moved, self.f_b(x_b))
+
+    def losses(self, x1, x2) -> dict[str, torch.Tensor]:
+        """The three terms of eq. 4 on a training pair, plus theta and the render for monitoring.
+
+        L_equiv and L_inv are divided by the energy of their target features (not trained
+        through): the plain norms can be lowered by shrinking f_c and f_b, which g then undoes.
+        """
+        z1, z2 = self.f_c(torch.cat([x1, x2])).chunk(2)
+        b1, b2 = self.f_b(torch.cat([x1, x2])).chunk(2)
+        theta = self.t_z.theta(z1, z2)
+        with torch.autocast(x1.device.type, enabled=False):  # warp in fp32 even under autocast
+            z1_moved = self.t_z.apply(theta.float(), z1.float())
+        render = self.g(z1_moved, b1)  # h(x1, x1, x2, x1)
+        z2, b1, b2 = z2.float(), b1.float(), b2.float()
+        return {
+            "scene": F.mse_loss(render.float(), x2),
+            "equiv": F.mse_loss(z1_moved, z2) / (z2.detach().square().mean() + 1e-6),
+            "inv": F.mse_loss(b1, b2) / (b2.detach().square().mean() + 1e-6),
+            "theta": theta.detach().float(),
+            "render": render.detach().float(),
+        }

@@ -1,0 +1,198 @@
+"""Train the scene model on Moving MNIST with eq. 4: L_scene + a_equiv L_equiv + a_inv L_inv.
+
+    python -m train.train --out runs/mnist --minutes 100
+
+Runs on CUDA when present, else CPU (bf16 autocast where the CPU has it). Resumes from
+OUT/last.pt when it exists. Every --sample-every seconds it writes OUT/samples.png (rows: x1, x2,
+render) and a validation loss on unseen backgrounds and digits; OUT/log.jsonl keeps every figure.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from train.model import ModelConfig, SceneModel
+from train.moving_mnist import MovingMNIST, affine_inverse
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seed: int = 0
+    batch: int = 64
+    lr: float = 1e-3
+    lr_final: float = 0.05  # cosine decay to this fraction of lr over the budget
+    warmup_steps: int = 200
+    alpha_equiv: float = 0.1
+    alpha_inv: float = 0.1
+    equiv_start: int = 40_000  # samples before L_equiv is used (T^Z only moves once g renders)
+    equiv_ramp: int = 110_000  # samples over which alpha_equiv then ramps up from 0
+    near_until: int = 100_000  # samples during which pairs are adjacent frames only
+    n_digits: int = 1
+    n_backgrounds: int = 64
+    augment: bool = True  # dihedral + RGB permutation of training backgrounds
+    bf16: bool = True  # autocast on CPU where supported (ignored on CUDA, which uses bf16 too)
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def grid_image(rows: list[torch.Tensor], path: Path, n: int = 8) -> None:
+    """Save rows of images (each (B, 3, S, S) in [0, 1]) as one PNG."""
+    tiles = torch.stack([r[:n].float().clamp(0, 1).cpu() for r in rows])  # (R, n, 3, S, S)
+    r, n, _, s, _ = tiles.shape
+    img = tiles.permute(0, 3, 1, 4, 2).reshape(r * s, n * s, 3).numpy()
+    Image.fromarray((img * 255).round().astype(np.uint8)).save(path)
+
+
+def theta_stats(theta: torch.Tensor, tx: np.ndarray) -> tuple[float, float]:
+    """Spread of T^Z's theta over the batch, and its mean Pearson correlation with the matching
+    ground truth (the inverse of the image-space motion T^X), entry by entry."""
+    t = theta.reshape(len(theta), 6).numpy()
+    gt = affine_inverse(tx[:, 0]).reshape(len(t), 6)
+    spread = float(t.std(0).mean())
+    corr = [np.corrcoef(t[:, k], gt[:, k])[0, 1] for k in range(6) if t[:, k].std() > 1e-6]
+    return spread, float(np.mean(corr)) if corr else 0.0
+
+
+def save_checkpoint(path: Path, model, opt, state: dict, cfg: ModelConfig, tcfg: TrainConfig,
+                    command: str) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), **state,
+                "model_config": cfg.to_dict(), "train_config": asdict(tcfg), "command": command},
+               tmp)
+    tmp.replace(path)  # never leave a half-written checkpoint
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--minutes", type=float, help="time budget (total, across resumes)")
+    p.add_argument("--steps", type=int, help="step budget (total, across resumes)")
+    p.add_argument("--sample-every", type=float, default=300, help="seconds between samples/val")
+    p.add_argument("--threads", type=int, default=None)
+    for f, v in asdict(ModelConfig()).items():
+        p.add_argument("--" + f.replace("_", "-"), type=type(v), default=v)
+    for f, v in asdict(TrainConfig()).items():
+        if isinstance(v, bool):
+            p.add_argument("--" + f.replace("_", "-"), action=argparse.BooleanOptionalAction, default=v)
+        else:
+            p.add_argument("--" + f.replace("_", "-"), type=type(v), default=v)
+    args = p.parse_args(argv)
+    if args.minutes is None and args.steps is None:
+        p.error("give a budget: --minutes and/or --steps")
+    command = "python -m train.train " + shlex.join(sys.argv[1:] if argv is None else argv)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    last = args.out / "last.pt"
+    ckpt = torch.load(last, weights_only=False) if last.exists() else None
+    if ckpt:  # a resumed run keeps its configuration
+        cfg, tcfg = ModelConfig(**ckpt["model_config"]), TrainConfig(**ckpt["train_config"])
+        print(f"resuming {last} at step {ckpt['step']}", file=sys.stderr)
+    else:
+        cfg = ModelConfig(**{f: getattr(args, f) for f in asdict(ModelConfig())})
+        tcfg = TrainConfig(**{f: getattr(args, f) for f in asdict(TrainConfig())})
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    device = pick_device()
+    torch.manual_seed(tcfg.seed)
+    model = SceneModel(cfg).to(device, memory_format=torch.channels_last)  # faster convs
+    opt = torch.optim.Adam(model.parameters(), lr=tcfg.lr)
+    state = {"step": 0, "samples": 0, "elapsed": 0.0, "seed": tcfg.seed}
+    if ckpt:
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        state = {k: ckpt[k] for k in state}
+
+    train_set = MovingMNIST("train", tcfg.n_digits, tcfg.n_backgrounds, seed=tcfg.seed)
+    val_set = MovingMNIST("val", tcfg.n_digits, 64, seed=tcfg.seed)
+    val_x1, val_x2, _ = val_set.sample_pairs(256, np.random.default_rng([tcfg.seed, 1]))
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16,
+                              enabled=tcfg.bf16 or device.type == "cuda")
+
+    def budget_fraction() -> float:
+        parts = []
+        if args.minutes:
+            parts.append(state["elapsed"] / (60 * args.minutes))
+        if args.steps:
+            parts.append(state["step"] / args.steps)
+        return max(parts)
+
+    def validate() -> float:
+        model.eval()
+        with torch.no_grad(), autocast:
+            losses = [model.losses(a.to(device), b.to(device))["scene"].item()
+                      for a, b in zip(val_x1.split(64), val_x2.split(64))]
+        model.train()
+        return float(np.mean(losses))
+
+    log = (args.out / "log.jsonl").open("a")
+    bar = tqdm(total=None, initial=state["step"], unit="step", dynamic_ncols=True,
+               mininterval=1 if sys.stderr.isatty() else 60)
+    last_sample = time.perf_counter()
+    while budget_fraction() < 1:
+        t0 = time.perf_counter()
+        rng = np.random.default_rng([tcfg.seed, state["step"]])  # resumable stream
+        near = state["samples"] < tcfg.near_until
+        x1, x2, tx = train_set.sample_pairs(tcfg.batch, rng, max_gap=1 if near else None,
+                                            augment=tcfg.augment)
+        x1 = x1.to(device, memory_format=torch.channels_last)
+        x2 = x2.to(device, memory_format=torch.channels_last)
+        t_data = time.perf_counter() - t0
+
+        frac = budget_fraction()
+        warm = min(1.0, (state["step"] + 1) / tcfg.warmup_steps)
+        lr = tcfg.lr * warm * (tcfg.lr_final + (1 - tcfg.lr_final) * 0.5 * (1 + math.cos(math.pi * frac)))
+        for group in opt.param_groups:
+            group["lr"] = lr
+        a_equiv = tcfg.alpha_equiv * min(1.0, max(0.0, state["samples"] - tcfg.equiv_start) / tcfg.equiv_ramp)
+        with autocast:
+            out = model.losses(x1, x2)
+        total = out["scene"] + a_equiv * out["equiv"] + tcfg.alpha_inv * out["inv"]
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        opt.step()
+
+        dt = time.perf_counter() - t0
+        state["step"] += 1
+        state["samples"] += tcfg.batch
+        state["elapsed"] += dt
+        spread, corr = theta_stats(out["theta"].cpu(), tx)
+        record = {"step": state["step"], "samples": state["samples"], "elapsed": round(state["elapsed"], 2),
+                  "scene": out["scene"].item(), "equiv": out["equiv"].item(), "inv": out["inv"].item(),
+                  "lr": lr, "a_equiv": a_equiv, "tz_spread": spread, "tz_corr": corr,
+                  "samples_per_s": tcfg.batch / dt, "data_fraction": t_data / dt}
+        bar.update(1)
+        bar.set_postfix(scene=f"{record['scene']:.4f}", equiv=f"{record['equiv']:.3f}",
+                        inv=f"{record['inv']:.3f}", tz=f"{spread:.3f}/{corr:+.2f}",
+                        sps=f"{record['samples_per_s']:.0f}")
+        if time.perf_counter() - last_sample > args.sample_every or budget_fraction() >= 1:
+            last_sample = time.perf_counter()
+            record["val_scene"] = validate()
+            grid_image([x1, x2, out["render"]], args.out / "samples.png")
+            save_checkpoint(last, model, opt, state, cfg, tcfg, command)
+            tqdm.write(json.dumps({k: round(v, 5) if isinstance(v, float) else v
+                                   for k, v in record.items()}))
+        if state["step"] % 20 == 0 or "val_scene" in record:
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+    save_checkpoint(last, model, opt, state, cfg, tcfg, command)
+    bar.close()
+    print(f"done: {state['step']} steps, {state['samples']} samples, {state['elapsed'] / 60:.1f} min",
+          file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
