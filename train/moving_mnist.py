@@ -39,6 +39,14 @@ def load_mnist(split: str, data_dir: Path = DATA_DIR) -> np.ndarray:
     return images
 
 
+def load_mnist_labels(split: str, data_dir: Path = DATA_DIR) -> np.ndarray:
+    """Digit labels matching load_mnist(split)."""
+    name = "t10k" if split == "test" else "train"
+    with gzip.open(Path(data_dir) / f"{name}-labels-idx1-ubyte.gz") as f:
+        labels = np.frombuffer(f.read(), np.uint8, offset=8)
+    return {"train": labels[:-5000], "val": labels[-5000:], "test": labels}[split]
+
+
 def rotation(degrees: float) -> np.ndarray:
     """2x2 rotation, counter-clockwise on screen, in pixel coordinates where y points down."""
     a = math.radians(degrees)

@@ -1,0 +1,3 @@
+from eqsdk.cli import entry_point
+
+entry_point()

@@ -1,0 +1,45 @@
+"""The four graphs of a model bundle, described once: export writes them, the runtime reads them.
+
+Shapes use symbols resolved from the model config: B batch (dynamic), S image size,
+C feature channels, F feature size (S / 4).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+IMAGE = ("B", 3, "S", "S")  # RGB in [0, 1]
+FEATURES = ("B", "C", "F", "F")  # scene representation z
+THETA = ("B", 2, 3)  # affine, output -> input coordinates as in grid_sample
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    name: str
+    inputs: dict[str, tuple]
+    outputs: dict[str, tuple]
+    doc: str
+
+    @property
+    def file(self) -> str:
+        return f"{self.name}.onnx"
+
+
+GRAPHS = {
+    spec.name: spec
+    for spec in (
+        GraphSpec("f_c", {"x": IMAGE}, {"z": FEATURES}, "character encoder"),
+        GraphSpec("f_b", {"x": IMAGE}, {"z": FEATURES}, "background encoder"),
+        GraphSpec("t_z", {"z_t1": FEATURES, "z_t2": FEATURES, "z_c": FEATURES},
+                  {"theta": THETA, "z_moved": FEATURES},
+                  "learned transform T^Z(z_t1, z_t2), applied to z_c with GridSample"),
+        GraphSpec("g", {"z_char": FEATURES, "z_bg": FEATURES}, {"image": IMAGE},
+                  "decoder of z_char + z_bg"),
+    )
+}
+
+
+def resolve(shape: tuple, config: dict, batch: int | str = "B") -> tuple:
+    """A symbolic shape with the model's sizes filled in; the batch stays symbolic unless given."""
+    sizes = {"B": batch, "S": config["image_size"], "C": config["channels"],
+             "F": config["image_size"] // 4}
+    return tuple(sizes.get(d, d) if isinstance(d, str) else d for d in shape)

@@ -1,0 +1,153 @@
+"""Checkpoint -> model bundle: four ONNX graphs (opset 18, dynamic batch) and a manifest, each
+graph checked against PyTorch with ONNX Runtime, then the whole render end to end.
+
+    python -m export.to_onnx runs/mnist/last.pt --out eqsdk/models/mnist \
+        --eval runs/mnist/eval/metrics.json
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+import eqsdk
+from eqsdk.bundle import MANIFEST, SCHEMA_VERSION
+from eqsdk.graphs import GRAPHS, resolve
+from train.model import ModelConfig, SceneModel
+
+OPSET = 18  # TensorRT parses neither AffineGrid nor opset-20 GridSample correctly
+TOLERANCE = 1e-4  # max abs difference, ONNX Runtime vs PyTorch, fp32
+
+
+def load_checkpoint(path: Path) -> tuple[SceneModel, dict]:
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    model = SceneModel(ModelConfig(**ckpt["model_config"]))
+    model.load_state_dict(ckpt["model"])
+    return model.eval(), ckpt
+
+
+def graph_modules(model: SceneModel) -> dict[str, torch.nn.Module]:
+    """The module behind each graph; its forward takes the graph's inputs in spec order."""
+    return {"f_c": model.f_c, "f_b": model.f_b, "t_z": model.t_z, "g": model.g}
+
+
+def example_inputs(name: str, cfg: ModelConfig, batch: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    shapes = {k: resolve(v, cfg.to_dict(), batch) for k, v in GRAPHS[name].inputs.items()}
+    if name in ("f_c", "f_b"):
+        return {k: torch.rand(s, generator=gen) for k, s in shapes.items()}
+    return {k: torch.randn(s, generator=gen) for k, s in shapes.items()}
+
+
+def export_graph(module: torch.nn.Module, name: str, cfg: ModelConfig, path: Path) -> None:
+    spec = GRAPHS[name]
+    inputs = example_inputs(name, cfg, batch=2)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, tuple(inputs.values()), path, input_names=list(spec.inputs),
+                          output_names=list(spec.outputs), opset_version=OPSET, dynamo=True,
+                          dynamic_shapes={k: {0: batch} for k in inputs}, external_data=False,
+                          verbose=False)
+    graph = onnx.load(path)
+    onnx.checker.check_model(graph, full_check=True)
+    ops = {n.op_type for n in graph.graph.node}
+    assert "AffineGrid" not in ops, f"{name}: AffineGrid must be built from plain ops"
+    if name == "t_z":
+        assert "GridSample" in ops, "t_z must apply the transform with a GridSample op"
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def check_parity(model: SceneModel, bundle_dir: Path, batches=(1, 5)) -> dict[str, float]:
+    """Max abs difference ONNX Runtime vs PyTorch per graph and for a full render."""
+    renderer = eqsdk.load(bundle_dir)
+    cfg, worst = model.cfg, {}
+    for name, module in graph_modules(model).items():
+        diffs = []
+        for b in batches:
+            inputs = example_inputs(name, cfg, b, seed=b)
+            with torch.no_grad():
+                ref = module(*inputs.values())
+            ref = ref if isinstance(ref, tuple) else (ref,)
+            got = renderer.graphs[name](**{k: v.numpy() for k, v in inputs.items()})
+            diffs += [float(np.abs(r.numpy() - got[k]).max()) for r, k in zip(ref, GRAPHS[name].outputs)]
+        worst[name] = max(diffs)
+    gen = torch.Generator().manual_seed(1)
+    s = cfg.image_size
+    x_c, x_t1, x_t2, x_b = torch.rand(4, 3, 3, s, s, generator=gen)
+    with torch.no_grad():
+        ref = model(x_c, x_t1, x_t2, x_b).numpy()
+    got = renderer.render_arrays(x_c.numpy(), x_t1.numpy(), x_t2.numpy(), x_b.numpy())
+    worst["render"] = float(np.abs(ref - got).max())
+    return worst
+
+
+def export_bundle(checkpoint: Path, out: Path, name: str, evaluation: dict | None = None,
+                  training: dict | None = None, force: bool = False) -> dict:
+    model, ckpt = load_checkpoint(checkpoint)
+    cfg = model.cfg
+    if out.exists() and any(out.iterdir()) and not force:
+        raise SystemExit(f"{out} exists and is not empty; pass --force to replace it")
+    with tempfile.TemporaryDirectory() as tmp:  # build aside, then replace: never half a bundle
+        tmp = Path(tmp)
+        for graph, module in graph_modules(model).items():
+            export_graph(module, graph, cfg, tmp / GRAPHS[graph].file)
+        manifest = {
+            "schema_version": SCHEMA_VERSION,
+            "name": name,
+            "opset": OPSET,
+            "config": cfg.to_dict(),
+            "graphs": {
+                g: {"file": spec.file, "sha256": sha256(tmp / spec.file), "doc": spec.doc,
+                    "inputs": {k: list(resolve(v, cfg.to_dict())) for k, v in spec.inputs.items()},
+                    "outputs": {k: list(resolve(v, cfg.to_dict())) for k, v in spec.outputs.items()}}
+                for g, spec in GRAPHS.items()
+            },
+            "training": training or {"command": ckpt.get("command"), "step": ckpt["step"],
+                                     "samples": ckpt["samples"],
+                                     "minutes": round(ckpt["elapsed"] / 60, 1),
+                                     "train_config": ckpt.get("train_config")},
+            "evaluation": evaluation or {},
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        parity = check_parity(model, tmp)
+        manifest["parity_max_abs_diff"] = parity
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        bad = {k: v for k, v in parity.items() if v > TOLERANCE}
+        if bad:
+            raise SystemExit(f"parity check failed (tolerance {TOLERANCE}): {bad}")
+        if out.exists():
+            shutil.rmtree(out)
+        shutil.copytree(tmp, out)
+    return manifest
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("--out", type=Path, required=True, help="bundle directory to write")
+    p.add_argument("--name", default=None, help="bundle name (default: the directory's name)")
+    p.add_argument("--eval", type=Path, help="metrics JSON from train.evaluate to record")
+    p.add_argument("--force", action="store_true", help="replace an existing bundle")
+    args = p.parse_args(argv)
+    evaluation = json.loads(args.eval.read_text()) if args.eval else None
+    manifest = export_bundle(args.checkpoint, args.out, args.name or args.out.name, evaluation,
+                             force=args.force)
+    print(json.dumps(manifest["parity_max_abs_diff"], indent=2))
+    print(f"wrote {args.out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,234 @@
+"""Evaluate a checkpoint on the Moving MNIST test split (§4.3, §4.6): unseen digits (t10k) on
+unseen backgrounds. Writes OUT/metrics.json, OUT/boxplot.png (Fig. 3), OUT/examples.png and
+OUT/tz_rotation.png (Fig. 13).
+
+    python -m train.evaluate runs/mnist/last.pt --out results/mnist
+
+Per-pixel MSE is the mean over pixels and RGB channels of images in [0, 1]. For each example two
+test videos are drawn and the same frame positions (i, j) taken in both:
+  Transformation  h(x2_i, x1_i, x1_j, x2_i) vs the character and background of x2_i moved by the
+                  image-space motion T^X of x1_i -> x1_j (rotation about the moving digit's
+                  centre, then its translation);
+  Background      h(x1_i, x1_i, x1_j, x2_j) vs the character of x1_j on the background of x2_j;
+  Video frames    x1_i vs x1_j;   No object  x1_j vs its background alone;
+  Unmoved character  x2_i vs the Transformation ground truth (returning the input unchanged).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from export.to_onnx import load_checkpoint  # noqa: E402
+from train.moving_mnist import (MovingMNIST, affine_inverse, load_mnist_labels, motion,  # noqa: E402
+                                transfer)
+from train.train import grid_image  # noqa: E402
+
+# Targets of the bundled model (issue 3, part 8): ratios to the paper's baselines.
+TARGETS = {"background_vs_no_object": 0.35, "transformation_vs_video_frames": 0.75, "tz_r2": 0.9}
+
+
+def mse(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
+    return (a - b).square().mean(dim=(1, 2, 3)).numpy()
+
+
+def summary(values: np.ndarray) -> dict:
+    n = len(values)
+    return {"mean": float(values.mean()), "median": float(np.median(values)),
+            "std": float(values.std()), "ci95": float(1.96 * values.std() / math.sqrt(n)),
+            "q1": float(np.percentile(values, 25)), "q3": float(np.percentile(values, 75)), "n": n}
+
+
+def manipulation_examples(data: MovingMNIST, count: int, rng: np.random.Generator) -> dict:
+    """Test examples with their ground truths (see module doc); videos are redrawn until the
+    transferred digit stays on the canvas."""
+    v1 = data.sample_videos(count, rng)
+    v2 = data.sample_videos(count, rng)
+    m = data.frames
+    i = rng.integers(m, size=count)
+    j = (i + rng.integers(1, m, size=count)) % m  # a different frame, uniformly
+    b = np.arange(count)
+    s1i, s1j, s2i, s2j = v1.states[b, i, 0], v1.states[b, j, 0], v2.states[b, i, 0], v2.states[b, j, 0]
+    moved = transfer(s2i, s1i, s1j)
+    for k in np.flatnonzero([not data.inside(d, s) for d, s in zip(v2.digits[:, 0], moved)]):
+        while not data.inside(v2.digits[k, 0], moved[k]):  # redraw the second video
+            redraw = data.sample_videos(1, rng)
+            v2.digits[k], v2.backgrounds[k], v2.states[k] = redraw.digits[0], redraw.backgrounds[0], redraw.states[0]
+            s2i[k], s2j[k] = v2.states[k, i[k], 0], v2.states[k, j[k], 0]
+            moved[k] = transfer(s2i[k], s1i[k], s1j[k])
+    bg1 = data.backgrounds[torch.from_numpy(v1.backgrounds)]
+    bg2 = data.backgrounds[torch.from_numpy(v2.backgrounds)]
+    d1, d2 = v1.digits, v2.digits
+    return {
+        "x1i": data.render(d1, s1i[:, None], bg1), "x1j": data.render(d1, s1j[:, None], bg1),
+        "x2i": data.render(d2, s2i[:, None], bg2), "x2j": data.render(d2, s2j[:, None], bg2),
+        "bg1": bg1,
+        "gt_transformation": data.render(d2, moved[:, None], bg2),
+        "gt_background": data.render(d1, s1j[:, None], bg2),
+    }
+
+
+@torch.no_grad()
+def batched(fn, *tensors, size: int = 250) -> torch.Tensor:
+    return torch.cat([fn(*parts) for parts in zip(*(t.split(size) for t in tensors))])
+
+
+def evaluate_manipulations(model, data: MovingMNIST, count: int, seed: int) -> tuple[dict, dict]:
+    ex = manipulation_examples(data, count, np.random.default_rng([seed, 3]))
+    pred_t = batched(model, ex["x2i"], ex["x1i"], ex["x1j"], ex["x2i"])
+    pred_b = batched(model, ex["x1i"], ex["x1i"], ex["x1j"], ex["x2j"])
+    recon = batched(model, ex["x1i"], ex["x1i"], ex["x1j"], ex["x1i"])
+    per_example = {
+        "transformation": mse(pred_t, ex["gt_transformation"]),
+        "background": mse(pred_b, ex["gt_background"]),
+        "video_frames": mse(ex["x1i"], ex["x1j"]),
+        "no_object": mse(ex["x1j"], ex["bg1"]),
+        "unmoved_character": mse(ex["x2i"], ex["gt_transformation"]),
+        "reconstruction": mse(recon, ex["x1j"]),
+    }
+    ex.update(pred_transformation=pred_t, pred_background=pred_b)
+    return per_example, ex
+
+
+def tz_analysis(model, data: MovingMNIST, digit_label: int, labels: np.ndarray, pairs: int,
+                seed: int) -> dict:
+    """§4.6: T^Z over many pairs of one digit on one background, against T^X."""
+    rng = np.random.default_rng([seed, 4, digit_label])
+    digit = int(rng.choice(np.flatnonzero(labels == digit_label)))
+    background = int(rng.integers(len(data.backgrounds)))
+    m = data.frames
+    n_videos = math.ceil(pairs / (m * (m - 1)))
+    videos = data.sample_videos(n_videos, rng, digits=np.full((n_videos, 1), digit),
+                                backgrounds=np.full(n_videos, background))
+    frames = data.frames_of(videos)  # (V, M, 3, S, S)
+    ii, jj = np.array([(a, c) for a in range(m) for c in range(m) if a != c]).T
+    x_i = frames[:, ii].flatten(0, 1)
+    x_j = frames[:, jj].flatten(0, 1)
+    with torch.no_grad():
+        theta_z = batched(lambda a, b: model.t_z.theta(model.f_c(a), model.f_c(b)), x_i, x_j)
+    theta_z = theta_z.reshape(-1, 6).numpy().astype(np.float64)
+    tx = motion(videos.states[:, ii, 0], videos.states[:, jj, 0], data.size).reshape(-1, 2, 3)
+    theta_x = affine_inverse(tx).reshape(-1, 6)  # what grid_sample needs: the matching quantity
+    # SVD angle of T^Z's linear part (Fig. 13): nearest rotation R = U V^T.
+    u, _, vt = np.linalg.svd(theta_z.reshape(-1, 2, 3)[:, :, :2])
+    r = u @ vt
+    angle_z = np.degrees(np.arctan2(r[:, 1, 0], r[:, 0, 0]))  # inverse motion: sign flips back
+    angle_x = videos.states[:, jj, 0, 2].ravel() - videos.states[:, ii, 0, 2].ravel()
+    return {
+        "digit_label": digit_label, "digit_index": digit, "background_index": background,
+        "pairs": len(theta_z),
+        "r2": r2_score(theta_x, theta_z),
+        "r2_variance_weighted": r2_score(theta_x, theta_z, weighted=True),
+        "r2_vs_forward_tx": r2_score(tx.reshape(-1, 6), theta_z),
+        "angle_corr": float(np.corrcoef(angle_x, angle_z)[0, 1]),
+        "_angles": (angle_x, angle_z),
+    }
+
+
+def r2_score(x: np.ndarray, y: np.ndarray, weighted: bool = False) -> float:
+    """r^2 of the least-squares linear regression (with intercept) from x to y, averaged over
+    y's columns uniformly (as sklearn's LinearRegression.score) or weighted by their variance."""
+    design = np.hstack([x, np.ones((len(x), 1))])
+    coef, *_ = np.linalg.lstsq(design, y, rcond=None)
+    ss_res = ((y - design @ coef) ** 2).sum(0)
+    ss_tot = ((y - y.mean(0)) ** 2).sum(0)
+    keep = ss_tot > 1e-12
+    if weighted:
+        return float(1 - ss_res[keep].sum() / ss_tot[keep].sum())
+    return float(np.mean(1 - ss_res[keep] / ss_tot[keep]))
+
+
+def plot_boxes(per_example: dict, path: Path) -> None:
+    names = ["transformation", "background", "video_frames", "no_object", "unmoved_character"]
+    labels = ["Transformation", "Background", "Video frames", "No object", "Unmoved char."]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.boxplot([per_example[n] for n in names], showfliers=False)
+    ax.set_xticks(range(1, len(names) + 1), labels)
+    ax.set_ylabel("per-pixel MSE (images in [0, 1])")
+    ax.set_title(f"Moving MNIST test set, {len(per_example['transformation'])} examples")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_angles(analyses: list[dict], path: Path) -> None:
+    fig, axes = plt.subplots(1, len(analyses), figsize=(4.5 * len(analyses), 4), squeeze=False)
+    for ax, a in zip(axes[0], analyses):
+        x, y = a["_angles"]
+        ax.scatter(x, y, s=3, alpha=0.3)
+        ax.set_xlabel("T^X rotation angle (deg)")
+        ax.set_ylabel("T^Z rotation angle from SVD (deg)")
+        ax.set_title(f"digit {a['digit_label']}: r2 = {a['r2']:.3f}")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--examples", type=int, default=2000)
+    p.add_argument("--tz-pairs", type=int, default=4000)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    command = "python -m train.evaluate " + shlex.join(sys.argv[1:] if argv is None else argv)
+    t0 = time.time()
+    model, ckpt = load_checkpoint(args.checkpoint)
+    tcfg = ckpt["train_config"]
+    data = MovingMNIST("test", n_digits=1, n_backgrounds=64, seed=tcfg["seed"])
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    per_example, ex = evaluate_manipulations(model, data, args.examples, args.seed)
+    figures = {k: summary(v) for k, v in per_example.items()}
+    mean = {k: v["mean"] for k, v in figures.items()}
+    labels = load_mnist_labels("test")
+    analyses = [tz_analysis(model, data, d, labels, args.tz_pairs, args.seed) for d in (5, 8)]
+    ratios = {
+        "background_vs_no_object": mean["background"] / mean["no_object"],
+        "transformation_vs_video_frames": mean["transformation"] / mean["video_frames"],
+        "transformation_vs_unmoved_character": mean["transformation"] / mean["unmoved_character"],
+        "tz_r2": min(a["r2"] for a in analyses),
+    }
+    passed = {
+        "background_vs_no_object": ratios["background_vs_no_object"] <= TARGETS["background_vs_no_object"],
+        "transformation_vs_video_frames":
+            ratios["transformation_vs_video_frames"] <= TARGETS["transformation_vs_video_frames"],
+        "transformation_below_unmoved_character": ratios["transformation_vs_unmoved_character"] < 1,
+        "tz_r2": ratios["tz_r2"] >= TARGETS["tz_r2"],
+    }
+    metrics = {
+        "split": "test (MNIST t10k digits, 64 unseen test backgrounds)",
+        "units": "per-pixel MSE, images in [0, 1] (multiply by 255^2 = 65025 for 0-255 units)",
+        "mse": figures,
+        "ratios": ratios, "targets": TARGETS, "passed": passed, "all_passed": all(passed.values()),
+        "tz_analysis": [{k: v for k, v in a.items() if not k.startswith("_")} for a in analyses],
+        "checkpoint": {"path": str(args.checkpoint), "step": ckpt["step"], "samples": ckpt["samples"],
+                       "train_minutes": round(ckpt["elapsed"] / 60, 1), "command": ckpt.get("command")},
+        "command": command,
+        "seconds": round(time.time() - t0, 1),
+    }
+    (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    plot_boxes(per_example, args.out / "boxplot.png")
+    plot_angles(analyses, args.out / "tz_rotation.png")
+    n = 8  # rows: char x2_i, anim x1_i -> x1_j, bg x2_j; truth and render of each manipulation
+    grid_image([ex["x2i"], ex["x1i"], ex["x1j"], ex["gt_transformation"], ex["pred_transformation"],
+                ex["x2j"], ex["gt_background"], ex["pred_background"]], args.out / "examples.png", n)
+    print(json.dumps({"mse_mean": mean, "ratios": ratios, "passed": passed}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
