@@ -1,0 +1,80 @@
+"""Export: four ONNX graphs at opset 18 with dynamic batch, parity with PyTorch, the manifest."""
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+import eqsdk
+from eqsdk.bundle import MANIFEST
+from eqsdk.graphs import GRAPHS
+from export.to_onnx import OPSET, TOLERANCE, check_parity, example_inputs, graph_modules, load_checkpoint, sha256
+
+
+def test_parity_recorded_in_manifest_is_within_tolerance(tiny_bundle):
+    _, manifest = tiny_bundle
+    parity = manifest["parity_max_abs_diff"]
+    assert set(parity) == set(GRAPHS) | {"render"}
+    assert max(parity.values()) <= TOLERANCE
+
+
+@pytest.mark.parametrize("name", list(GRAPHS))
+def test_graph_matches_pytorch_at_other_batch_sizes(tiny_bundle, tiny_checkpoint, name):
+    out, _ = tiny_bundle
+    model, _ = load_checkpoint(tiny_checkpoint)
+    graph = eqsdk.load(out).graphs[name]
+    for batch in (1, 7):
+        inputs = example_inputs(name, model.cfg, batch, seed=10 + batch)
+        with torch.no_grad():
+            ref = graph_modules(model)[name](*inputs.values())
+        ref = ref if isinstance(ref, tuple) else (ref,)
+        got = graph(**{k: v.numpy() for k, v in inputs.items()})
+        for r, key in zip(ref, GRAPHS[name].outputs):
+            assert got[key].shape == tuple(r.shape)
+            np.testing.assert_allclose(got[key], r.numpy(), atol=TOLERANCE, rtol=0)
+
+
+def test_tz_moves_features_so_parity_is_not_trivial(tiny_bundle, tiny_checkpoint):
+    model, _ = load_checkpoint(tiny_checkpoint)
+    inputs = example_inputs("t_z", model.cfg, 4)
+    theta = eqsdk.load(tiny_bundle[0]).graphs["t_z"](**{k: v.numpy() for k, v in inputs.items()})["theta"]
+    assert np.abs(theta - [[1, 0, 0], [0, 1, 0]]).max() > 0.05
+
+
+def test_graphs_are_opset_18_with_gridsample_and_no_affinegrid(tiny_bundle):
+    out, manifest = tiny_bundle
+    for name, spec in GRAPHS.items():
+        graph = onnx.load(out / spec.file)
+        assert [o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")] == [OPSET]
+        ops = {n.op_type for n in graph.graph.node}
+        assert "AffineGrid" not in ops
+        assert ("GridSample" in ops) == (name == "t_z")
+        assert [i.name for i in graph.graph.input] == list(spec.inputs)
+        assert [o.name for o in graph.graph.output] == list(spec.outputs)
+
+
+def test_manifest_describes_the_bundle(tiny_bundle):
+    out, _ = tiny_bundle
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert manifest["opset"] == OPSET and manifest["config"]["channels"] == 16
+    for name, entry in manifest["graphs"].items():
+        assert entry["sha256"] == sha256(out / entry["file"])
+    assert manifest["graphs"]["t_z"]["inputs"]["z_c"] == ["B", 16, 16, 16]
+    assert manifest["graphs"]["g"]["outputs"]["image"] == ["B", 3, 64, 64]
+
+
+def test_export_refuses_to_replace_a_bundle_without_force(tiny_bundle, tiny_checkpoint):
+    from export.to_onnx import export_bundle
+
+    with pytest.raises(SystemExit, match="--force"):
+        export_bundle(tiny_checkpoint, tiny_bundle[0], "tiny")
+
+
+def test_parity_check_detects_a_different_model(tiny_bundle):
+    from train.model import SceneModel
+    from tests.conftest import TINY
+
+    torch.manual_seed(123)
+    other = SceneModel(TINY).eval()
+    assert max(check_parity(other, tiny_bundle[0]).values()) > TOLERANCE

@@ -1,0 +1,61 @@
+"""The four networks: shapes, T^Z's identity start, the plain-op sampling grid, learning."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from train.model import ModelConfig, SceneModel, affine_grid, base_grid
+from train.moving_mnist import MovingMNIST
+
+TINY = ModelConfig(channels=16, res_blocks=1, tz_hidden=16)
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    return SceneModel(TINY)
+
+
+def test_shapes(model):
+    x = torch.rand(3, 3, 64, 64)
+    z = model.f_c(x)
+    assert z.shape == model.f_b(x).shape == (3, 16, 16, 16)
+    theta, moved = model.t_z(z, z.flip(0), z)
+    assert theta.shape == (3, 2, 3) and moved.shape == z.shape
+    assert model.g(moved, z).shape == (3, 3, 64, 64)
+    assert model(x, x, x, x).shape == (3, 3, 64, 64)
+
+
+def test_tz_starts_as_the_identity(model):
+    z = torch.randn(4, 16, 16, 16)
+    theta, moved = model.t_z(z, torch.randn_like(z), z)
+    identity = torch.tensor([[1.0, 0, 0], [0, 1, 0]]).expand(4, 2, 3)
+    assert torch.equal(theta, identity)
+    torch.testing.assert_close(moved, z, atol=1e-5, rtol=0)
+
+
+def test_tz_depends_on_input_order(model):
+    torch.nn.init.normal_(model.t_z.head[-1].weight, std=0.1)
+    a, b = torch.randn(2, 1, 16, 16, 16)
+    assert not torch.allclose(model.t_z.theta(a, b), model.t_z.theta(b, a))
+
+
+def test_plain_op_grid_matches_affine_grid():
+    theta = torch.randn(5, 2, 3)
+    expected = F.affine_grid(theta, [5, 1, 16, 16], align_corners=False)
+    torch.testing.assert_close(affine_grid(theta, base_grid(16)), expected, atol=1e-6, rtol=0)
+
+
+def test_loss_falls_on_a_tiny_overfit(model):
+    data = MovingMNIST("train", n_backgrounds=2)
+    x1, x2, _ = data.sample_pairs(8, np.random.default_rng(0))
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    losses = []
+    for _ in range(80):
+        out = model.losses(x1, x2)
+        loss = out["scene"] + 0.1 * out["equiv"] + 0.1 * out["inv"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(out["scene"].item())
+    assert losses[-1] < 0.2 * losses[0]

@@ -1,0 +1,128 @@
+"""The runtime: light import, bundle checks, image inputs, rendering with real onnxruntime."""
+import json
+import shutil
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import eqsdk
+from eqsdk.bundle import MANIFEST
+from eqsdk.images import ResizeWarning, save_image, to_array
+
+
+def test_import_eqsdk_does_not_import_torch():
+    code = "import sys, eqsdk; eqsdk.load; print('torch' in sys.modules, 'onnxruntime' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
+
+
+def test_render_returns_uint8_at_model_size(tiny_bundle):
+    r = eqsdk.load(tiny_bundle[0])
+    rng = np.random.default_rng(0)
+    imgs = [rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(4)]
+    out = r.render(char=imgs[0], bg=imgs[1], anim=(imgs[2], imgs[3]))
+    assert out.shape == (64, 64, 3) and out.dtype == np.uint8
+    batch = r.render_arrays(*(to_array(i, 64)[None] for i in imgs))
+    np.testing.assert_array_equal(out, eqsdk.images.to_uint8(batch[0]))
+
+
+def test_render_rejects_a_wrong_number_of_anim_frames(tiny_bundle):
+    r = eqsdk.load(tiny_bundle[0])
+    img = np.zeros((64, 64, 3), np.uint8)
+    with pytest.raises(eqsdk.InputError, match="expected 2 images"):
+        r.render(char=img, bg=img, anim=(img,))
+
+
+@pytest.fixture
+def copied_bundle(tiny_bundle, tmp_path):
+    return shutil.copytree(tiny_bundle[0], tmp_path / "b")
+
+
+def test_tampered_graph_is_named(copied_bundle):
+    path = copied_bundle / "g.onnx"
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(eqsdk.BundleError, match=r"g\.onnx.*sha256"):
+        eqsdk.load(copied_bundle)
+
+
+def test_missing_graph_and_manifest_are_named(copied_bundle):
+    (copied_bundle / "f_b.onnx").unlink()
+    with pytest.raises(eqsdk.BundleError, match=r"f_b\.onnx.*missing"):
+        eqsdk.load(copied_bundle)
+    (copied_bundle / MANIFEST).unlink()
+    with pytest.raises(eqsdk.BundleError, match="manifest.json: missing"):
+        eqsdk.load(copied_bundle)
+
+
+def test_wrong_schema_version(copied_bundle):
+    manifest = json.loads((copied_bundle / MANIFEST).read_text())
+    manifest["schema_version"] = 99
+    (copied_bundle / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(eqsdk.BundleError, match="schema_version 99, expected 1"):
+        eqsdk.load(copied_bundle)
+
+
+def test_unknown_model_lists_the_bundled_ones():
+    with pytest.raises(eqsdk.BundleError, match="expected one of mnist"):
+        eqsdk.load("no-such-model")
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "P", "LA"])
+def test_image_modes_are_converted(mode, tmp_path):
+    im = Image.new("RGB", (64, 64), (200, 30, 60)).convert(mode)
+    path = tmp_path / "x.png"
+    im.save(path)
+    for src in (path, str(path), im):
+        x = to_array(src, 64)
+        assert x.shape == (3, 64, 64) and x.dtype == np.float32 and 0 <= x.min() <= x.max() <= 1
+
+
+def test_transparent_pixels_become_white():
+    im = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    np.testing.assert_array_equal(to_array(im, 64), 1.0)
+
+
+def test_other_sizes_are_resized_with_a_warning():
+    with pytest.warns(ResizeWarning, match="resized from 100x50 to 64x64"):
+        x = to_array(np.zeros((50, 100, 3), np.uint8), 64)
+    assert x.shape == (3, 64, 64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        to_array(np.zeros((64, 64, 3), np.uint8), 64)  # no warning at the model's size
+
+
+@pytest.mark.parametrize("bad, message", [
+    (np.zeros((64, 64, 2), np.uint8), "shape"),
+    (np.zeros((64, 64, 3), np.int64), "dtype int64"),
+    (np.full((64, 64, 3), 2.0), r"\[0, 1\]"),
+    ([[0, 1]], "got list"),
+])
+def test_bad_arrays_say_what_was_received(bad, message):
+    with pytest.raises(eqsdk.InputError, match=message):
+        to_array(bad, 64, "char")
+
+
+def test_bad_files_are_input_errors(tmp_path):
+    (tmp_path / "text.png").write_text("not an image")
+    with pytest.raises(eqsdk.InputError, match="not an image"):
+        to_array(tmp_path / "text.png", 64)
+    with pytest.raises(eqsdk.InputError, match="no such file"):
+        to_array(tmp_path / "missing.png", 64)
+    with pytest.raises(eqsdk.InputError, match="is a directory"):
+        to_array(tmp_path, 64)
+
+
+def test_save_image_never_overwrites_by_surprise(tmp_path):
+    img = np.zeros((8, 8, 3), np.uint8)
+    path = save_image(img, tmp_path / "o.png")
+    before = path.read_bytes()
+    with pytest.raises(eqsdk.InputError, match="exists"):
+        save_image(img + 1, path)
+    assert path.read_bytes() == before
+    save_image(img + 1, path, overwrite=True, scale=3)
+    assert Image.open(path).size == (24, 24)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.png"]  # no temporary left behind
