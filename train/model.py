@@ -142,8 +142,13 @@ class SceneModel(nn.Module):
         _, z_moved = self.t_z(self.f_c(x_t1), self.f_c(x_t2), self.f_c(x_c))
         return self.g(z_moved, self.f_b(x_b))
 
-    def losses(self, x1, x2) -> dict[str, torch.Tensor]:
+    def losses(self, x1, x2, keep_char: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """The three terms of eq. 4 on a training pair, plus theta and the render for monitoring.
+
+        keep_char (B,) of 0/1 drops the character path from some renders (training only): those
+        must come from f_b alone, so the static background settles in f_b and f_c is left the
+        moving character. Without it f_c learns the whole scene, and warping f_c would move the
+        background too, so T^Z stays at the identity.
 
         L_equiv and L_inv are divided by the energy of their target features (not trained
         through): the plain norms can be lowered by shrinking f_c and f_b, which g then undoes.
@@ -153,6 +158,8 @@ class SceneModel(nn.Module):
         theta = self.t_z.theta(z1, z2)
         with torch.autocast(x1.device.type, enabled=False):  # warp in fp32 even under autocast
             z1_moved = self.t_z.apply(theta.float(), z1.float())
+        if keep_char is not None:
+            z1_moved = z1_moved * keep_char.view(-1, 1, 1, 1).to(z1_moved.dtype)
         render = self.g(z1_moved, b1)  # h(x1, x1, x2, x1)
         z2, b1, b2 = z2.float(), b1.float(), b2.float()
         return {

@@ -4,7 +4,8 @@
 
 Runs on CUDA when present, else CPU (bf16 autocast where the CPU has it). Resumes from
 OUT/last.pt when it exists. Every --sample-every seconds it writes OUT/samples.png (rows: x1, x2,
-render) and a validation loss on unseen backgrounds and digits; OUT/log.jsonl keeps every figure.
+render, background part alone g(f_b(x1)), character part alone g(f_c(x1))) and a validation loss
+on unseen backgrounds and digits; OUT/log.jsonl keeps every figure.
 """
 from __future__ import annotations
 
@@ -35,7 +36,9 @@ class TrainConfig:
     warmup_steps: int = 200
     alpha_equiv: float = 0.1
     alpha_inv: float = 0.1
-    equiv_start: int = 40_000  # samples before L_equiv is used (T^Z only moves once g renders)
+    char_dropout: float = 0.5  # share of renders made from f_b alone at the start ...
+    char_dropout_until: int = 300_000  # ... falling linearly to 0 at this many samples
+    equiv_start: int = 150_000  # samples before L_equiv is used (T^Z only moves once g renders)
     equiv_ramp: int = 110_000  # samples over which alpha_equiv then ramps up from 0
     near_until: int = 100_000  # samples during which pairs are adjacent frames only
     n_digits: int = 1
@@ -64,6 +67,14 @@ def theta_stats(theta: torch.Tensor, tx: np.ndarray) -> tuple[float, float]:
     spread = float(t.std(0).mean())
     corr = [np.corrcoef(t[:, k], gt[:, k])[0, 1] for k in range(6) if t[:, k].std() > 1e-6]
     return spread, float(np.mean(corr)) if corr else 0.0
+
+
+@torch.no_grad()
+def decomposition(model: SceneModel, x: torch.Tensor, autocast) -> list[torch.Tensor]:
+    """Renders of the background part alone, g(0 + f_b(x)), and the character part alone."""
+    with autocast:
+        z, b = model.f_c(x), model.f_b(x)
+        return [model.g(torch.zeros_like(z), b), model.g(z, torch.zeros_like(b))]
 
 
 def save_checkpoint(path: Path, model, opt, state: dict, cfg: ModelConfig, tcfg: TrainConfig,
@@ -158,8 +169,10 @@ def main(argv=None) -> None:
         for group in opt.param_groups:
             group["lr"] = lr
         a_equiv = tcfg.alpha_equiv * min(1.0, max(0.0, state["samples"] - tcfg.equiv_start) / tcfg.equiv_ramp)
+        p_drop = tcfg.char_dropout * max(0.0, 1 - state["samples"] / tcfg.char_dropout_until)
+        keep = (torch.rand(tcfg.batch, device=device) >= p_drop).float()
         with autocast:
-            out = model.losses(x1, x2)
+            out = model.losses(x1, x2, keep)
         total = out["scene"] + a_equiv * out["equiv"] + tcfg.alpha_inv * out["inv"]
         opt.zero_grad(set_to_none=True)
         total.backward()
@@ -172,7 +185,7 @@ def main(argv=None) -> None:
         spread, corr = theta_stats(out["theta"].cpu(), tx)
         record = {"step": state["step"], "samples": state["samples"], "elapsed": round(state["elapsed"], 2),
                   "scene": out["scene"].item(), "equiv": out["equiv"].item(), "inv": out["inv"].item(),
-                  "lr": lr, "a_equiv": a_equiv, "tz_spread": spread, "tz_corr": corr,
+                  "lr": lr, "a_equiv": a_equiv, "char_dropout": p_drop, "tz_spread": spread, "tz_corr": corr,
                   "samples_per_s": tcfg.batch / dt, "data_fraction": t_data / dt}
         bar.update(1)
         bar.set_postfix(scene=f"{record['scene']:.4f}", equiv=f"{record['equiv']:.3f}",
@@ -181,7 +194,8 @@ def main(argv=None) -> None:
         if time.perf_counter() - last_sample > args.sample_every or budget_fraction() >= 1:
             last_sample = time.perf_counter()
             record["val_scene"] = validate()
-            grid_image([x1, x2, out["render"]], args.out / "samples.png")
+            grid_image([x1, x2, out["render"], *decomposition(model, x1, autocast)],
+                       args.out / "samples.png")
             save_checkpoint(last, model, opt, state, cfg, tcfg, command)
             tqdm.write(json.dumps({k: round(v, 5) if isinstance(v, float) else v
                                    for k, v in record.items()}))
