@@ -17,6 +17,7 @@ class ModelConfig:
     channels: int = 64  # C of the scene representation z: (C, image_size/4, image_size/4)
     res_blocks: int = 3  # residual blocks per encoder at feature resolution
     tz_hidden: int = 128  # width of T^Z's fully connected layer
+    tz_keypoints: int = 8  # spatial-softmax keypoints whose positions T^Z sees (0: none)
 
     @property
     def feature_size(self) -> int:
@@ -94,7 +95,10 @@ class Transform(nn.Module):
     """T^Z: (z_t1, z_t2) -> 2x3 affine theta, applied to z_c with a sampling grid + grid_sample.
 
     Input-order dependent (channel concatenation); initialised to the identity. GroupNorm and
-    leaky ReLUs keep its units alive while the autoencoder is still learning (see README).
+    leaky ReLUs keep its units alive while the autoencoder is still learning. Besides its conv
+    trunk it sees K keypoints of each input, the expected positions under a spatial softmax of
+    learned feature maps (as in spatial-softmax keypoint networks): their displacement from z_t1
+    to z_t2 is the motion almost linearly, which is what lets T^Z leave the identity early.
     theta maps output coordinates to input coordinates, as in grid_sample: it is the inverse of
     the image-space motion T^X.
     """
@@ -108,16 +112,27 @@ class Transform(nn.Module):
                     nn.LeakyReLU(0.2)]
 
         self.features = nn.Sequential(*block(2 * c, 1), *block(c, 2), *block(c, 2), nn.Flatten())
-        self.head = nn.Sequential(nn.Linear(c * (f // 4) ** 2, cfg.tz_hidden), nn.LeakyReLU(0.2),
+        k = cfg.tz_keypoints
+        self.keypoints = nn.Conv2d(c, k, 1) if k else None
+        self.head = nn.Sequential(nn.Linear(c * (f // 4) ** 2 + 6 * k, cfg.tz_hidden), nn.LeakyReLU(0.2),
                                   nn.Linear(cfg.tz_hidden, 6))
         nn.init.zeros_(self.head[-1].weight)
         with torch.no_grad():
             self.head[-1].bias.copy_(torch.tensor([1.0, 0, 0, 0, 1, 0]))
         self.register_buffer("base", base_grid(f), persistent=False)
 
+    def keypoint_positions(self, z):
+        """(B, C, F, F) -> (B, K, 2): (x, y) in [-1, 1] expected under each map's spatial softmax."""
+        attention = torch.softmax(self.keypoints(z).flatten(2).float(), dim=-1)  # (B, K, F*F)
+        return torch.matmul(attention, self.base.flatten(0, 1)[:, :2])
+
     def theta(self, z_t1, z_t2):
         """(B, C, F, F) x2 -> (B, 2, 3)."""
-        return self.head(self.features(torch.cat([z_t1, z_t2], dim=1))).view(-1, 2, 3)
+        h = self.features(torch.cat([z_t1, z_t2], dim=1))
+        if self.keypoints is not None:
+            k1, k2 = self.keypoint_positions(z_t1), self.keypoint_positions(z_t2)
+            h = torch.cat([h, k1.flatten(1), k2.flatten(1), (k2 - k1).flatten(1)], dim=1).to(h.dtype)
+        return self.head(h).view(-1, 2, 3)
 
     def apply(self, theta, z):
         """theta o z: warp the features z (B, C, F, F) by theta (B, 2, 3)."""

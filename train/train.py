@@ -35,7 +35,7 @@ class TrainConfig:
     lr_final: float = 0.05  # cosine decay to this fraction of lr over the budget
     warmup_steps: int = 200
     alpha_equiv: float = 0.1
-    alpha_inv: float = 0.1
+    alpha_inv: float = 3.0  # strong: a moving digit in f_b must cost more than it helps
     char_dropout: float = 0.5  # share of renders made from f_b alone at the start ...
     char_dropout_until: int = 300_000  # ... falling linearly to 0 at this many samples
     equiv_start: int = 150_000  # samples before L_equiv is used (T^Z only moves once g renders)
