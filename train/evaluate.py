@@ -33,7 +33,6 @@ import torch  # noqa: E402
 from export.to_onnx import load_checkpoint  # noqa: E402
 from train.moving_mnist import (MovingMNIST, affine_inverse, load_mnist_labels, motion,  # noqa: E402
                                 transfer)
-from train.train import grid_image  # noqa: E402
 
 # Targets of the bundled model (issue 3, part 8): ratios to the paper's baselines.
 TARGETS = {"background_vs_no_object": 0.35, "transformation_vs_video_frames": 0.75, "tz_r2": 0.9}
@@ -177,6 +176,53 @@ def plot_angles(analyses: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def plot_examples(ex: dict, path: Path, n: int = 8) -> None:
+    """Rows of test examples with labels: the inputs, the truth and the render of each
+    manipulation."""
+    rows = [("character  x2_i", "x2i"), ("motion from  x1_i", "x1i"), ("motion to  x1_j", "x1j"),
+            ("truth", "gt_transformation"), ("Transformation", "pred_transformation"),
+            ("background  x2_j", "x2j"), ("truth", "gt_background"), ("Background", "pred_background")]
+    fig, axes = plt.subplots(len(rows), n, figsize=(n * 1.1 + 1.6, len(rows) * 1.1))
+    for r, (label, key) in enumerate(rows):
+        for c in range(n):
+            ax = axes[r, c]
+            ax.imshow(ex[key][c].permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
+    fig.subplots_adjust(left=0.17, right=0.99, top=0.99, bottom=0.01, wspace=0.05, hspace=0.05)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def markdown(metrics: dict) -> str:
+    """The figures as a Markdown table, for the README."""
+    mse, ratios = metrics["mse"], metrics["ratios"]
+    names = {"transformation": "Transformation  h(x2_i, x1_i, x1_j, x2_i)",
+             "background": "Background  h(x1_i, x1_i, x1_j, x2_j)",
+             "reconstruction": "Reconstruction  h(x1_i, x1_i, x1_j, x1_i)",
+             "video_frames": "*Video frames* (baseline)", "no_object": "*No object* (baseline)",
+             "unmoved_character": "*Unmoved character* (baseline)"}
+    lines = ["| | mean MSE ± 95% CI | median |", "|---|---|---|"]
+    lines += [f"| {label} | {mse[k]['mean']:.5f} ± {mse[k]['ci95']:.5f} | {mse[k]['median']:.5f} |"
+              for k, label in names.items()]
+    lines += ["", "| target | measured | bar | met |", "|---|---|---|---|"]
+    rows = [("Background / No object", ratios["background_vs_no_object"], "≤ 0.35",
+             metrics["passed"]["background_vs_no_object"]),
+            ("Transformation / Video frames", ratios["transformation_vs_video_frames"], "≤ 0.75",
+             metrics["passed"]["transformation_vs_video_frames"]),
+            ("Transformation / Unmoved character", ratios["transformation_vs_unmoved_character"],
+             "< 1", metrics["passed"]["transformation_below_unmoved_character"]),
+            ("T^Z r² (worse of digits 5 and 8)", ratios["tz_r2"], "≥ 0.9", metrics["passed"]["tz_r2"])]
+    lines += [f"| {a} | {b:.3f} | {c} | {'yes' if d else 'no'} |" for a, b, c, d in rows]
+    n = mse["transformation"]["n"]
+    lines += ["", f"{n} test examples; per-pixel MSE of images in [0, 1]. T^Z analysis: " + "; ".join(
+        f"digit {a['digit_label']}: r² {a['r2']:.3f} over {a['pairs']} pairs "
+        f"(variance-weighted {a['r2_variance_weighted']:.3f}), SVD-angle correlation {a['angle_corr']:.3f}"
+        for a in metrics["tz_analysis"]) + "."]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", type=Path)
@@ -224,9 +270,8 @@ def main(argv=None) -> None:
     (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     plot_boxes(per_example, args.out / "boxplot.png")
     plot_angles(analyses, args.out / "tz_rotation.png")
-    n = 8  # rows: char x2_i, anim x1_i -> x1_j, bg x2_j; truth and render of each manipulation
-    grid_image([ex["x2i"], ex["x1i"], ex["x1j"], ex["gt_transformation"], ex["pred_transformation"],
-                ex["x2j"], ex["gt_background"], ex["pred_background"]], args.out / "examples.png", n)
+    plot_examples(ex, args.out / "examples.png")
+    (args.out / "metrics.md").write_text(markdown(metrics))
     print(json.dumps({"mse_mean": mean, "ratios": ratios, "passed": passed}, indent=2))
 
 
