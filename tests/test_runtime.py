@@ -26,7 +26,8 @@ def test_render_returns_uint8_at_model_size(tiny_bundle):
     imgs = [rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(4)]
     out = r.render(char=imgs[0], bg=imgs[1], anim=(imgs[2], imgs[3]))
     assert out.shape == (64, 64, 3) and out.dtype == np.uint8
-    batch = r.render_arrays(*(to_array(i, 64)[None] for i in imgs))
+    char, bg, start, end = (to_array(i, 64)[None] for i in imgs)
+    batch = r.render_arrays(char, start, end, bg)
     np.testing.assert_array_equal(out, eqsdk.images.to_uint8(batch[0]))
 
 
