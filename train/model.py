@@ -165,8 +165,11 @@ class SceneModel(nn.Module):
         moving character. Without it f_c learns the whole scene, and warping f_c would move the
         background too, so T^Z stays at the identity.
 
-        L_equiv and L_inv are divided by the energy of their target features (not trained
-        through): the plain norms can be lowered by shrinking f_c and f_b, which g then undoes.
+        Both are relative: the plain norms can be lowered by shrinking f_c and f_b, which g then
+        undoes. L_equiv is divided by the energy of both sides (scale-free, in [0, 2]); dividing
+        by a detached energy instead made the shrinking self-reinforcing and f_c collapsed.
+        L_inv is divided by the detached energy of f_b(x2): f_b cannot collapse, the scene
+        needs it.
         """
         z1, z2 = self.f_c(torch.cat([x1, x2])).chunk(2)
         b1, b2 = self.f_b(torch.cat([x1, x2])).chunk(2)
@@ -179,7 +182,7 @@ class SceneModel(nn.Module):
         z2, b1, b2 = z2.float(), b1.float(), b2.float()
         return {
             "scene": F.mse_loss(render.float(), x2),
-            "equiv": F.mse_loss(z1_moved, z2) / (z2.detach().square().mean() + 1e-6),
+            "equiv": F.mse_loss(z1_moved, z2) / (z1_moved.square().mean() + z2.square().mean() + 1e-8),
             "inv": F.mse_loss(b1, b2) / (b2.detach().square().mean() + 1e-6),
             "theta": theta.detach().float(),
             "render": render.detach().float(),
