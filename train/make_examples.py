@@ -5,8 +5,8 @@
 For each case: char.png (a frame whose digit is rendered), bg.png (a frame of another video whose
 background is used), anim_start.png / anim_end.png (two frames of a third video: the motion),
 expected.png (the truth: char's digit moved by the motion's T^X on bg's background) and, in
-cases.json, the MSE of the unmoved digit on that background against the truth (the baseline a
-render must beat).
+cases.json, the MSE against the truth of two baselines: the digit left unmoved on that background,
+and the background alone (no digit).
 """
 from __future__ import annotations
 
@@ -51,13 +51,15 @@ def main(argv=None) -> None:
             "expected": render(0, moved, bgs[1]),
         }
         unmoved = render(0, s_char, bgs[1])
+        truth = images["expected"]
         name = f"case{len(cases) + 1}"
         (args.out / name).mkdir(parents=True, exist_ok=True)
         for key, x in images.items():
             save(x, args.out / name / f"{key}.png")
         cases.append({"name": name, "rotation_deg": float(s_end[2] - s_start[2]),
                       "translation_px": [float(t) for t in s_end[:2] - s_start[:2]],
-                      "unmoved_mse": float((unmoved - images["expected"]).square().mean())})
+                      "unmoved_mse": float((unmoved - truth).square().mean()),
+                      "no_object_mse": float((bgs[1] - truth).square().mean())})
     (args.out / "cases.json").write_text(json.dumps(cases, indent=2) + "\n")
     print(json.dumps(cases, indent=2))
 

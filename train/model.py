@@ -165,7 +165,7 @@ class SceneModel(nn.Module):
         moving character. Without it f_c learns the whole scene, and warping f_c would move the
         background too, so T^Z stays at the identity.
 
-        Both are relative: the plain norms can be lowered by shrinking f_c and f_b, which g then
+        L_equiv and L_inv are relative: the plain norms can be lowered by shrinking f_c and f_b, which g then
         undoes. L_equiv is divided by the energy of both sides (scale-free, in [0, 2]); dividing
         by a detached energy instead made the shrinking self-reinforcing and f_c collapsed.
         L_inv is divided by the detached energy of f_b(x2): f_b cannot collapse, the scene
