@@ -20,21 +20,8 @@ import onnxruntime as ort
 
 from eqsdk.bundle import bundle_dir, read_manifest
 from eqsdk.graphs import GRAPHS
+from eqsdk.ort_graph import OrtGraph
 from eqsdk.renderer import Renderer
-
-
-class Session:
-    def __init__(self, path: Path, outputs: list[str], threads: int, spinning: bool):
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        self.outputs = outputs
-
-    def __call__(self, **inputs):
-        return dict(zip(self.outputs, self.session.run(self.outputs, inputs)))
 
 
 def time_renders(renderer: Renderer, runs: int, warmup: int = 20) -> dict:
@@ -64,7 +51,7 @@ def main() -> None:
     results = []
     for threads in (1, 2):
         for spinning in (True, False):
-            graphs = {name: Session(directory / spec.file, list(spec.outputs), threads, spinning)
+            graphs = {name: OrtGraph(directory / spec.file, spec, threads, spinning)
                       for name, spec in GRAPHS.items()}
             stats = time_renders(Renderer(graphs, manifest), args.runs)
             results.append({"intra_op_threads": threads, "spinning": spinning, **stats})

@@ -17,7 +17,8 @@ def default_threads() -> int:
 
 
 class OrtGraph:
-    def __init__(self, path: Path, spec: GraphSpec, threads: int | None = None):
+    def __init__(self, path: Path, spec: GraphSpec, threads: int | None = None,
+                 spinning: bool = False):
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
@@ -25,7 +26,7 @@ class OrtGraph:
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         opts.log_severity_level = 3
         try:
             self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])

@@ -22,17 +22,10 @@ import torch
 import eqsdk
 from eqsdk.bundle import MANIFEST, SCHEMA_VERSION
 from eqsdk.graphs import GRAPHS, resolve
-from train.model import ModelConfig, SceneModel
+from train.model import ModelConfig, SceneModel, load_checkpoint
 
 OPSET = 18  # TensorRT parses neither AffineGrid nor opset-20 GridSample correctly
 TOLERANCE = 1e-4  # max abs difference, ONNX Runtime vs PyTorch, fp32
-
-
-def load_checkpoint(path: Path) -> tuple[SceneModel, dict]:
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    model = SceneModel(ModelConfig(**ckpt["model_config"]))
-    model.load_state_dict(ckpt["model"])
-    return model.eval(), ckpt
 
 
 def graph_modules(model: SceneModel) -> dict[str, torch.nn.Module]:

@@ -9,7 +9,8 @@ import torch
 import eqsdk
 from eqsdk.bundle import MANIFEST
 from eqsdk.graphs import GRAPHS
-from export.to_onnx import OPSET, TOLERANCE, check_parity, example_inputs, graph_modules, load_checkpoint, sha256
+from export.to_onnx import OPSET, TOLERANCE, check_parity, example_inputs, graph_modules, sha256
+from train.model import load_checkpoint
 
 
 def test_parity_recorded_in_manifest_is_within_tolerance(tiny_bundle):

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -187,3 +188,11 @@ class SceneModel(nn.Module):
             "theta": theta.detach().float(),
             "render": render.detach().float(),
         }
+
+
+def load_checkpoint(path: Path) -> tuple[SceneModel, dict]:
+    """The model of a training checkpoint (rebuilt from the config saved in it), in eval mode."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    model = SceneModel(ModelConfig(**ckpt["model_config"]))
+    model.load_state_dict(ckpt["model"])
+    return model.eval(), ckpt
