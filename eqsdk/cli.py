@@ -23,8 +23,8 @@ def cli() -> None:
 
     \b
     Example:
-      eqsdk render --char examples/char.png --bg examples/bg.png \\
-          --anim examples/anim_start.png examples/anim_end.png -o out.png
+      eqsdk render --char examples/case1/char.png --bg examples/case1/bg.png \\
+          --anim examples/case1/anim_start.png examples/case1/anim_end.png -o out.png
     """
 
 

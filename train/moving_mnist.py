@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from train.backgrounds import make_backgrounds, split_rng
+from train.backgrounds import make_backgrounds
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 ROTATIONS = [a for a in range(-15, 16, 3) if a]  # degrees
@@ -25,26 +25,29 @@ TRANSLATIONS = [t for t in range(-10, 11, 2) if t]  # pixels, per axis
 PATCH = 28
 
 
-def load_mnist(split: str, data_dir: Path = DATA_DIR) -> np.ndarray:
-    """MNIST digits of a split as (N, 28, 28) uint8: train and val from the training file
-    (the last 5000 are val), test from t10k."""
+VAL_SIZE = 5000  # the last digits of MNIST's training file are the validation split
+
+
+def _read_idx(split: str, kind: str, data_dir: Path) -> tuple[slice, np.ndarray]:
+    """The split's part of its idx file, and the file's array (train and val share MNIST's
+    training file, test is t10k)."""
     name = "t10k" if split == "test" else "train"
-    with gzip.open(Path(data_dir) / f"{name}-images-idx3-ubyte.gz") as f:
-        raw = f.read()
-    images = np.frombuffer(raw, np.uint8, offset=16).reshape(-1, PATCH, PATCH)
-    if split == "train":
-        return images[:-5000]
-    if split == "val":
-        return images[-5000:]
-    return images
+    offset = {"images": 16, "labels": 8}[kind]
+    with gzip.open(Path(data_dir) / f"{name}-{kind}-idx{3 if kind == 'images' else 1}-ubyte.gz") as f:
+        data = np.frombuffer(f.read(), np.uint8, offset=offset)
+    return {"train": slice(None, -VAL_SIZE), "val": slice(-VAL_SIZE, None), "test": slice(None)}[split], data
+
+
+def load_mnist(split: str, data_dir: Path = DATA_DIR) -> np.ndarray:
+    """MNIST digits of a split as (N, 28, 28) uint8."""
+    part, data = _read_idx(split, "images", data_dir)
+    return data.reshape(-1, PATCH, PATCH)[part]
 
 
 def load_mnist_labels(split: str, data_dir: Path = DATA_DIR) -> np.ndarray:
     """Digit labels matching load_mnist(split)."""
-    name = "t10k" if split == "test" else "train"
-    with gzip.open(Path(data_dir) / f"{name}-labels-idx1-ubyte.gz") as f:
-        labels = np.frombuffer(f.read(), np.uint8, offset=8)
-    return {"train": labels[:-5000], "val": labels[-5000:], "test": labels}[split]
+    part, data = _read_idx(split, "labels", data_dir)
+    return data[part]
 
 
 def rotation(degrees: float) -> np.ndarray:
