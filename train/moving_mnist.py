@@ -23,8 +23,6 @@ DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 ROTATIONS = [a for a in range(-15, 16, 3) if a]  # degrees
 TRANSLATIONS = [t for t in range(-10, 11, 2) if t]  # pixels, per axis
 PATCH = 28
-
-
 VAL_SIZE = 5000  # the last digits of MNIST's training file are the validation split
 
 
