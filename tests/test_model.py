@@ -4,7 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from train.model import ModelConfig, SceneModel, affine_grid, base_grid
+from dataclasses import replace
+
+from train.model import ModelConfig, SceneModel, affine_grid, base_grid, grow_from
 from train.moving_mnist import MovingMNIST
 
 TINY = ModelConfig(channels=16, res_blocks=1, tz_hidden=16)
@@ -59,3 +61,14 @@ def test_loss_falls_on_a_tiny_overfit(model):
         opt.step()
         losses.append(out["scene"].item())
     assert losses[-1] < 0.2 * losses[0]
+
+
+def test_growing_the_decoder_keeps_the_render(model):
+    for p in model.g.parameters():  # a trained-looking decoder, not the zero-ish start
+        torch.nn.init.normal_(p, std=0.2)
+    grown = SceneModel(replace(TINY, decoder_extra=2))
+    grow_from(grown, model)
+    assert sum(p.numel() for p in grown.parameters()) > sum(p.numel() for p in model.parameters())
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(grown(x, x, x.flip(0), x), model(x, x, x.flip(0), x))

@@ -19,6 +19,7 @@ class ModelConfig:
     res_blocks: int = 3  # residual blocks per encoder at feature resolution
     tz_hidden: int = 128  # width of T^Z's fully connected layer
     tz_keypoints: int = 8  # spatial-softmax keypoints whose positions T^Z sees (0: none)
+    decoder_extra: int = 0  # extra 3x3 conv layers in g at each upsampled resolution (sharper edges)
 
     @property
     def feature_size(self) -> int:
@@ -70,9 +71,24 @@ class Decoder(nn.Module):
             nn.Conv2d(c, c, 3, padding=1), nn.ReLU(),
             nn.ConvTranspose2d(c, c // 2, 4, stride=2, padding=1), nn.ReLU(),  # S/2
             nn.Conv2d(c // 2, c // 2, 3, padding=1), nn.ReLU(),
+            *self.extra(c // 2, cfg.decoder_extra),
             nn.ConvTranspose2d(c // 2, c // 2, 4, stride=2, padding=1), nn.ReLU(),  # S
+            *self.extra(c // 2, cfg.decoder_extra),
             nn.Conv2d(c // 2, 3, 3, padding=1),
         )
+
+    @staticmethod
+    def extra(c: int, n: int) -> list[nn.Module]:
+        """n conv + ReLU layers that start as the identity (Dirac kernels on non-negative inputs),
+        so a decoder trained without them can be grown without changing what it renders."""
+        layers = []
+        for _ in range(n):
+            conv = nn.Conv2d(c, c, 3, padding=1)
+            nn.init.dirac_(conv.weight)
+            nn.init.zeros_(conv.bias)
+            conv.extra = True  # marks the layer for grow_from
+            layers += [conv, nn.ReLU()]
+        return layers
 
     def forward(self, z_char, z_bg):
         return self.net(z_char + z_bg)
@@ -188,6 +204,22 @@ class SceneModel(nn.Module):
             "theta": theta.detach().float(),
             "render": render.detach().float(),
         }
+
+
+def grow_from(model: SceneModel, source: SceneModel) -> None:
+    """Copy a trained model's weights into `model`, which may have extra decoder layers
+    (ModelConfig.decoder_extra); those keep their identity start, so `model` renders exactly
+    what `source` did and training goes on from there."""
+    for name in ("f_c", "f_b", "t_z"):
+        getattr(model, name).load_state_dict(getattr(source, name).state_dict())
+    targets = [m for m in model.g.net if isinstance(m, nn.Conv2d | nn.ConvTranspose2d)
+               and not getattr(m, "extra", False)]
+    sources = [m for m in source.g.net if isinstance(m, nn.Conv2d | nn.ConvTranspose2d)
+               and not getattr(m, "extra", False)]
+    if len(targets) != len(sources):
+        raise ValueError(f"decoders differ beyond extra layers: {len(sources)} vs {len(targets)} layers")
+    for t, s in zip(targets, sources):
+        t.load_state_dict(s.state_dict())
 
 
 def load_checkpoint(path: Path) -> tuple[SceneModel, dict]:

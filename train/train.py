@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from train.model import ModelConfig, SceneModel
+from train.model import ModelConfig, SceneModel, grow_from, load_checkpoint
 from train.moving_mnist import MovingMNIST, affine_inverse
 
 
@@ -78,11 +78,11 @@ def decomposition(model: SceneModel, x: torch.Tensor, autocast) -> list[torch.Te
 
 
 def save_checkpoint(path: Path, model, opt, state: dict, cfg: ModelConfig, tcfg: TrainConfig,
-                    command: str) -> None:
+                    command: str, init_from: dict | None) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), **state,
-                "model_config": cfg.to_dict(), "train_config": asdict(tcfg), "command": command},
-               tmp)
+                "model_config": cfg.to_dict(), "train_config": asdict(tcfg), "command": command,
+                "init_from": init_from}, tmp)
     tmp.replace(path)  # never leave a half-written checkpoint
 
 
@@ -93,6 +93,8 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, help="step budget (total, across resumes)")
     p.add_argument("--sample-every", type=float, default=300, help="seconds between samples/val")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--init-from", type=Path, help="start from this checkpoint's weights (a new run: "
+                   "own step count, schedule and optimiser; extra decoder layers start as identity)")
     for f, v in asdict(ModelConfig()).items():
         p.add_argument("--" + f.replace("_", "-"), type=type(v), default=v)
     for f, v in asdict(TrainConfig()).items():
@@ -108,8 +110,10 @@ def main(argv=None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     last = args.out / "last.pt"
     ckpt = torch.load(last, weights_only=False) if last.exists() else None
+    init_from = None  # provenance of the weights a run started from
     if ckpt:  # a resumed run keeps its configuration
         cfg, tcfg = ModelConfig(**ckpt["model_config"]), TrainConfig(**ckpt["train_config"])
+        init_from = ckpt.get("init_from")
         print(f"resuming {last} at step {ckpt['step']}", file=sys.stderr)
     else:
         cfg = ModelConfig(**{f: getattr(args, f) for f in asdict(ModelConfig())})
@@ -126,6 +130,13 @@ def main(argv=None) -> None:
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         state = {k: ckpt[k] for k in state}
+    elif args.init_from:
+        source, src = load_checkpoint(args.init_from)
+        grow_from(model, source)
+        init_from = {"path": str(args.init_from), "command": src.get("command"), "step": src["step"],
+                     "samples": src["samples"], "minutes": round(src["elapsed"] / 60, 1),
+                     "init_from": src.get("init_from")}
+        print(f"starting from the weights of {args.init_from} (step {src['step']})", file=sys.stderr)
 
     train_set = MovingMNIST("train", tcfg.n_digits, tcfg.n_backgrounds, seed=tcfg.seed)
     val_set = MovingMNIST("val", tcfg.n_digits, 64, seed=tcfg.seed)
@@ -196,13 +207,13 @@ def main(argv=None) -> None:
             record["val_scene"] = validate()
             grid_image([x1, x2, out["render"], *decomposition(model, x1, autocast)],
                        args.out / "samples.png")
-            save_checkpoint(last, model, opt, state, cfg, tcfg, command)
+            save_checkpoint(last, model, opt, state, cfg, tcfg, command, init_from)
             tqdm.write(json.dumps({k: round(v, 5) if isinstance(v, float) else v
                                    for k, v in record.items()}))
         if state["step"] % 20 == 0 or "val_scene" in record:
             log.write(json.dumps(record) + "\n")
             log.flush()
-    save_checkpoint(last, model, opt, state, cfg, tcfg, command)
+    save_checkpoint(last, model, opt, state, cfg, tcfg, command, init_from)
     bar.close()
     print(f"done: {state['step']} steps, {state['samples']} samples, {state['elapsed'] / 60:.1f} min",
           file=sys.stderr)
