@@ -18,9 +18,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from eqsdk.backends.ort_cpu import OrtCpuBackend
 from eqsdk.bundle import bundle_dir, read_manifest
-from eqsdk.graphs import GRAPHS
-from eqsdk.ort_graph import OrtGraph
 from eqsdk.renderer import Renderer
 
 
@@ -51,9 +50,8 @@ def main() -> None:
     results = []
     for threads in (1, 2):
         for spinning in (True, False):
-            graphs = {name: OrtGraph(directory / spec.file, spec, threads, spinning)
-                      for name, spec in GRAPHS.items()}
-            stats = time_renders(Renderer(graphs, manifest), args.runs)
+            backend = OrtCpuBackend(directory, manifest, threads, spinning)
+            stats = time_renders(Renderer(backend, manifest), args.runs)
             results.append({"intra_op_threads": threads, "spinning": spinning, **stats})
             print(f"threads={threads} spinning={spinning!s:5}  median {stats['median_ms']:.2f} ms  "
                   f"p99 {stats['p99_ms']:.2f} ms")

@@ -10,7 +10,7 @@ from eqsdk.errors import BundleError
 from eqsdk.graphs import GRAPHS
 
 MANIFEST = "manifest.json"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: adds the warp graph
 # The one registry of bundled models: the loader, the CLI's help and checks read it.
 MODELS = {"mnist": "Moving MNIST digits on diamond backgrounds, 64x64"}
 DEFAULT_MODEL = "mnist"
@@ -57,17 +57,23 @@ def read_manifest(directory: Path) -> dict:
     return manifest
 
 
-def load(model: str | Path = DEFAULT_MODEL, threads: int | None = None):
-    """Load a model bundle for rendering on the CPU with ONNX Runtime.
+def load(model: str | Path = DEFAULT_MODEL, backend: str = "cpu", threads: int | None = None,
+         precision: str = "fp32"):
+    """Load a model bundle for rendering.
 
     model: a bundled model's name (see eqsdk.MODELS) or a bundle directory.
-    threads: intra-op threads per graph (default: what suits four small chained graphs).
+    backend: "cpu" (ONNX Runtime, default), "cuda" (ONNX Runtime CUDA), "tensorrt", or "auto" for
+        the best available; one that is not available raises BackendError with an install hint.
+    threads: CPU intra-op threads per graph (default: what suits four small chained graphs).
+    precision: "fp32", or "fp16" on TensorRT.
     """
-    from eqsdk.ort_graph import OrtGraph
+    import time
+
+    from eqsdk.backends import create
     from eqsdk.renderer import Renderer
 
+    t0 = time.perf_counter()
     directory = bundle_dir(model)
     manifest = read_manifest(directory)
-    graphs = {name: OrtGraph(directory / manifest["graphs"][name]["file"], spec, threads)
-              for name, spec in GRAPHS.items()}
-    return Renderer(graphs, manifest)
+    runtime = create(backend, directory, manifest, threads, precision)
+    return Renderer(runtime, manifest, load_seconds=time.perf_counter() - t0)

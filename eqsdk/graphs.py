@@ -34,6 +34,10 @@ GRAPHS = {
                   "learned transform T^Z(z_t1, z_t2), applied to z_c with GridSample"),
         GraphSpec("g", {"z_char": FEATURES, "z_bg": FEATURES}, {"image": IMAGE},
                   "decoder of z_char + z_bg"),
+        # Not one of the paper's four networks: T^Z's GridSample alone, so that a motion encoded
+        # once (theta) moves any character without re-running T^Z.
+        GraphSpec("warp", {"theta": THETA, "z_c": FEATURES}, {"z_moved": FEATURES},
+                  "T^Z's transform-apply alone: theta o z_c with GridSample"),
     )
 }
 

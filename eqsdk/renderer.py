@@ -1,7 +1,13 @@
-"""Composes the four graphs: render = g(T^Z(f_c(x_t1), f_c(x_t2)) o f_c(x_c) + f_b(x_b)) (§3)."""
+"""Composes the graphs: render = g(T^Z(f_c(x_t1), f_c(x_t2)) o f_c(x_c) + f_b(x_b)) (§3).
+
+Each input can be encoded once and reused: a character (f_c), a background (f_b), a motion
+(theta of T^Z on a pair of frames). `compose` then re-runs only the transform-apply and g.
+"""
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -9,37 +15,152 @@ from eqsdk.errors import InputError
 from eqsdk.images import ImageLike, to_array, to_uint8
 
 
-class Renderer:
-    """Renders scenes with a loaded model. Takes its graphs (callables with keyword inputs named
-    as in eqsdk.graphs.GRAPHS, returning dicts of arrays) and the bundle's manifest."""
+@dataclass(frozen=True)
+class Encoding:
+    """An encoded input: `data` is the backend's tensor of `count` items (features z, or theta
+    for a motion). `single` when it was made from one image (or pair): composing only single
+    encodings returns one image rather than a batch."""
+    kind: str  # "character", "background" or "motion"
+    data: object
+    count: int
+    single: bool
 
-    def __init__(self, graphs: Mapping, manifest: dict):
-        self.graphs = dict(graphs)
+    def __len__(self) -> int:
+        return self.count
+
+
+def is_one_image(x) -> bool:
+    """A single image (path, PIL image or array) rather than a sequence of them."""
+    return not isinstance(x, (list, tuple))
+
+
+class Renderer:
+    """Renders scenes with a model bundle on a backend (see eqsdk.load)."""
+
+    def __init__(self, backend, manifest: dict, load_seconds: float = 0.0):
+        self.backend = backend
         self.manifest = manifest
         self.name = manifest.get("name", "?")
         self.image_size = int(manifest["config"]["image_size"])
+        self.load_seconds = load_seconds  # session creation (and engine loading) at eqsdk.load
 
     def __repr__(self) -> str:
-        return f"Renderer({self.name!r}, {self.image_size}x{self.image_size})"
+        s = self.image_size
+        return f"Renderer({self.name!r}, {s}x{s}, backend={self.backend.name!r})"
 
+    # Images in.
+    def images(self, images: ImageLike | Sequence[ImageLike], name: str) -> np.ndarray:
+        """One image or a sequence of them -> float32 (B, 3, S, S) in [0, 1]."""
+        items = [images] if is_one_image(images) else list(images)
+        if not items:
+            raise InputError(f"{name}: got no images; expected at least one")
+        one = len(items) == 1 and is_one_image(images)
+        return np.stack([to_array(x, self.image_size, name if one else f"{name}[{k}]")
+                         for k, x in enumerate(items)])
+
+    # Encoding: pay once per input.
+    def encode_character(self, char: ImageLike | Sequence[ImageLike]) -> Encoding:
+        """f_c of one image or a sequence of images."""
+        x = self.images(char, "char")
+        z = self.backend.run("f_c", x=self.backend.upload(x))["z"]
+        return Encoding("character", z, len(x), is_one_image(char))
+
+    def encode_background(self, bg: ImageLike | Sequence[ImageLike]) -> Encoding:
+        """f_b of one image or a sequence of images."""
+        x = self.images(bg, "bg")
+        z = self.backend.run("f_b", x=self.backend.upload(x))["z"]
+        return Encoding("background", z, len(x), is_one_image(bg))
+
+    def encode_motion(self, start: ImageLike | Sequence[ImageLike],
+                      end: ImageLike | Sequence[ImageLike]) -> Encoding:
+        """T^Z's theta for the motion from `start` to `end` (one pair, or two equal-length
+        sequences of frames)."""
+        x1, x2 = self.images(start, "start"), self.images(end, "end")
+        if len(x1) != len(x2):
+            raise InputError(f"motion: {len(x1)} start and {len(x2)} end frames; expected as many of each")
+        theta = self.motion_arrays(x1, x2)
+        return Encoding("motion", theta, len(theta), is_one_image(start) and is_one_image(end))
+
+    def motion_arrays(self, x_t1: np.ndarray, x_t2: np.ndarray) -> np.ndarray:
+        """theta (B, 2, 3) for frames float32 (B, 3, S, S); kept on the host (24 bytes each)."""
+        b = self.backend
+        z_t1, z_t2 = b.split(b.run("f_c", x=b.upload(np.concatenate([x_t1, x_t2])))["z"], 2)
+        # The t_z graph also applies theta; give it z_t1 as the character, a cheap placeholder.
+        return b.download(b.run("t_z", z_t1=z_t1, z_t2=z_t2, z_c=z_t1)["theta"])
+
+    # Composing: only the transform-apply and g run.
+    def compose(self, character: Encoding, motion: Encoding, background: Encoding) -> np.ndarray:
+        """The encoded character moved by the encoded motion on the encoded background.
+
+        Each may hold 1 or N items (N the same for all that are not 1); ones are broadcast.
+        Returns an (S, S, 3) uint8 image if all three are single encodings, else (N, S, S, 3).
+        """
+        for e, kind in ((character, "character"), (motion, "motion"), (background, "background")):
+            if not isinstance(e, Encoding) or e.kind != kind:
+                got = e.kind if isinstance(e, Encoding) else type(e).__name__
+                raise InputError(f"compose: expected a {kind} encoding (encode_{kind}), got {got}")
+        counts = {e.count for e in (character, motion, background)} - {1}
+        if len(counts) > 1:
+            raise InputError(f"compose: batches of {character.count} characters, {motion.count} "
+                             f"motions and {background.count} backgrounds; expected N or 1 each")
+        n = counts.pop() if counts else 1
+        b = self.backend
+        theta = b.upload(np.repeat(motion.data, n // motion.count, axis=0))
+        z_moved = b.run("warp", theta=theta, z_c=b.repeat(character.data, n // character.count))["z_moved"]
+        image = b.download(b.run("g", z_char=z_moved, z_bg=b.repeat(background.data, n // background.count))["image"])
+        out = to_uint8(image)
+        return out[0] if character.single and motion.single and background.single else out
+
+    # One call.
     def render(self, char: ImageLike, bg: ImageLike, anim: Sequence[ImageLike]) -> np.ndarray:
         """The character of `char` on the background of `bg`, moved as the character moved from
-        anim[0] to anim[1]. Images: paths, PIL images or HxWx3 uint8 arrays. Returns an
-        (S, S, 3) uint8 array at the model's size."""
-        if isinstance(anim, (str, bytes)) or len(anim) != 2:
-            got = "a single image" if isinstance(anim, (str, bytes)) else f"{len(anim)} images"
+        anim[0] to anim[1]. Images: paths, PIL images, HxW / HxWx3 / HxWx4 uint8 arrays or float
+        arrays in [0, 1]. Returns an (S, S, 3) uint8 array at the model's size."""
+        if isinstance(anim, (str, bytes)) or is_one_image(anim) or len(anim) != 2:
+            got = "a single image" if is_one_image(anim) else f"{len(anim)} images"
             raise InputError(f"anim: expected 2 images (start, end of the motion), got {got}")
-        s = self.image_size
-        x = [to_array(src, s, name)[None] for src, name in
+        x = [self.images(src, name) for src, name in
              ((char, "char"), (anim[0], "anim[0]"), (anim[1], "anim[1]"), (bg, "bg"))]
         return to_uint8(self.render_arrays(*x)[0])
 
     def render_arrays(self, x_c: np.ndarray, x_t1: np.ndarray, x_t2: np.ndarray,
                       x_b: np.ndarray) -> np.ndarray:
-        """Batched h(x_c, x_t1, x_t2, x_b): float32 (B, 3, S, S) in [0, 1] each -> (B, 3, S, S)."""
-        b = len(x_c)
-        z = self.graphs["f_c"](x=np.concatenate([x_c, x_t1, x_t2]))["z"]  # one call, batch 3B
-        z_c, z_t1, z_t2 = z[:b], z[b:2 * b], z[2 * b:]
-        z_b = self.graphs["f_b"](x=x_b)["z"]
-        z_moved = self.graphs["t_z"](z_t1=z_t1, z_t2=z_t2, z_c=z_c)["z_moved"]
-        return self.graphs["g"](z_char=z_moved, z_bg=z_b)["image"]
+        """Batched h(x_c, x_t1, x_t2, x_b): float32 (B, 3, S, S) in [0, 1] each -> (B, 3, S, S).
+        f_c runs once on all three inputs; T^Z computes and applies theta in one graph."""
+        b = self.backend
+        z_c, z_t1, z_t2 = b.split(b.run("f_c", x=b.upload(np.concatenate([x_c, x_t1, x_t2])))["z"], 3)
+        z_b = b.run("f_b", x=b.upload(x_b))["z"]
+        z_moved = b.run("t_z", z_t1=z_t1, z_t2=z_t2, z_c=z_c)["z_moved"]
+        return b.download(b.run("g", z_char=z_moved, z_bg=z_b)["image"])
+
+    # A whole sequence.
+    def animate(self, char: ImageLike, bg: ImageLike, drive: Sequence[ImageLike],
+                batch: int = 16, progress=None) -> list[np.ndarray]:
+        """Frame k: the character of `char` on `bg`, moved as the driving character moved from
+        drive[0] to drive[k] (§3). Returns one (S, S, 3) uint8 frame per driving frame.
+        `progress(done, total)` is called after each batch."""
+        drive = [drive] if is_one_image(drive) else list(drive)
+        if not drive:
+            raise InputError("drive: got no frames; expected a sequence of at least one image")
+        character, background = self.encode_character(char), self.encode_background(bg)
+        first = self.images(drive[0], "drive[0]")
+        frames = []
+        for k in range(0, len(drive), batch):
+            part = self.images(drive[k:k + batch], "drive")
+            theta = self.motion_arrays(np.repeat(first, len(part), axis=0), part)
+            frames.extend(self.compose(character, Encoding("motion", theta, len(theta), False), background))
+            if progress:
+                progress(len(frames), len(drive))
+        return frames
+
+    def warmup(self) -> float:
+        """Run every graph once at batch 1 (first-call costs: allocations, kernel choice);
+        returns the seconds it took."""
+        s = self.image_size
+        x = np.zeros((1, 3, s, s), np.float32)
+        t0 = time.perf_counter()
+        self.render_arrays(x, x, x, x)
+        character = self.encode_character(x[0].transpose(1, 2, 0))
+        self.compose(character, Encoding("motion", np.array([[[1, 0, 0], [0, 1, 0]]], np.float32), 1, True),
+                     Encoding("background", character.data, 1, True))
+        return time.perf_counter() - t0

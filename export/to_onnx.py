@@ -1,5 +1,6 @@
-"""Checkpoint -> model bundle: four ONNX graphs (opset 18, dynamic batch) and a manifest, each
-graph checked against PyTorch with ONNX Runtime, then the whole render end to end.
+"""Checkpoint -> model bundle: the four ONNX graphs f_c, f_b, t_z, g (opset 18, dynamic batch),
+the warp graph (T^Z's transform-apply alone, for cached motions) and a manifest; each graph is
+checked against PyTorch with ONNX Runtime, then the whole render end to end.
 
     python -m export.to_onnx runs/mnist/last.pt --out eqsdk/models/mnist \
         --eval runs/mnist/eval/metrics.json
@@ -28,9 +29,21 @@ OPSET = 18  # TensorRT parses neither AffineGrid nor opset-20 GridSample correct
 TOLERANCE = 1e-4  # max abs difference, ONNX Runtime vs PyTorch, fp32
 
 
+class Warp(torch.nn.Module):
+    """theta o z_c: T^Z's GridSample alone."""
+
+    def __init__(self, t_z):
+        super().__init__()
+        self.t_z = t_z
+
+    def forward(self, theta, z_c):
+        return self.t_z.apply(theta, z_c)
+
+
 def graph_modules(model: SceneModel) -> dict[str, torch.nn.Module]:
     """The module behind each graph; its forward takes the graph's inputs in spec order."""
-    return {"f_c": model.f_c, "f_b": model.f_b, "t_z": model.t_z, "g": model.g}
+    return {"f_c": model.f_c, "f_b": model.f_b, "t_z": model.t_z, "g": model.g,
+            "warp": Warp(model.t_z)}
 
 
 def example_inputs(name: str, cfg: ModelConfig, batch: int, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -38,7 +51,10 @@ def example_inputs(name: str, cfg: ModelConfig, batch: int, seed: int = 0) -> di
     shapes = {k: resolve(v, cfg.to_dict(), batch) for k, v in GRAPHS[name].inputs.items()}
     if name in ("f_c", "f_b"):
         return {k: torch.rand(s, generator=gen) for k, s in shapes.items()}
-    return {k: torch.randn(s, generator=gen) for k, s in shapes.items()}
+    inputs = {k: torch.randn(s, generator=gen) for k, s in shapes.items()}
+    if "theta" in inputs:  # a plausible motion: near the identity
+        inputs["theta"] = torch.tensor([[1.0, 0, 0], [0, 1, 0]]) + 0.2 * inputs["theta"]
+    return inputs
 
 
 def export_graph(module: torch.nn.Module, name: str, cfg: ModelConfig, path: Path) -> None:
@@ -55,8 +71,8 @@ def export_graph(module: torch.nn.Module, name: str, cfg: ModelConfig, path: Pat
     onnx.checker.check_model(graph, full_check=True)
     ops = {n.op_type for n in graph.graph.node}
     assert "AffineGrid" not in ops, f"{name}: AffineGrid must be built from plain ops"
-    if name == "t_z":
-        assert "GridSample" in ops, "t_z must apply the transform with a GridSample op"
+    if name in ("t_z", "warp"):
+        assert "GridSample" in ops, f"{name} must apply the transform with a GridSample op"
 
 
 def sha256(path: Path) -> str:
@@ -74,7 +90,7 @@ def check_parity(model: SceneModel, bundle_dir: Path, batches=(1, 5)) -> dict[st
             with torch.no_grad():
                 ref = module(*inputs.values())
             ref = ref if isinstance(ref, tuple) else (ref,)
-            got = renderer.graphs[name](**{k: v.numpy() for k, v in inputs.items()})
+            got = renderer.backend.run(name, **{k: v.numpy() for k, v in inputs.items()})
             diffs += [float(np.abs(r.numpy() - got[k]).max()) for r, k in zip(ref, GRAPHS[name].outputs)]
         worst[name] = max(diffs)
     gen = torch.Generator().manual_seed(1)
@@ -111,7 +127,8 @@ def export_bundle(checkpoint: Path, out: Path, name: str, evaluation: dict | Non
             "training": training or {"command": ckpt.get("command"), "step": ckpt["step"],
                                      "samples": ckpt["samples"],
                                      "minutes": round(ckpt["elapsed"] / 60, 1),
-                                     "train_config": ckpt.get("train_config")},
+                                     "train_config": ckpt.get("train_config"),
+                                     "init_from": ckpt.get("init_from")},
             "evaluation": evaluation or {},
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")

@@ -63,7 +63,7 @@ def test_wrong_schema_version(copied_bundle):
     manifest = json.loads((copied_bundle / MANIFEST).read_text())
     manifest["schema_version"] = 99
     (copied_bundle / MANIFEST).write_text(json.dumps(manifest))
-    with pytest.raises(eqsdk.BundleError, match="schema_version 99, expected 1"):
+    with pytest.raises(eqsdk.BundleError, match="schema_version 99, expected 2"):
         eqsdk.load(copied_bundle)
 
 

@@ -1,0 +1,76 @@
+"""Runtimes that run a bundle's graphs: ONNX Runtime on the CPU (default) or CUDA, and TensorRT.
+
+    backend = create("auto", directory, manifest)   # best available: tensorrt, cuda, then cpu
+
+A backend that was asked for and is not available is an error with an install hint, never a
+silent fallback.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from eqsdk.errors import BackendError
+
+BACKENDS = ("cpu", "cuda", "tensorrt")
+AUTO_ORDER = ("tensorrt", "cuda", "cpu")
+INSTALL_HINTS = {
+    "cpu": "pip install onnxruntime",
+    "cuda": "pip uninstall onnxruntime && pip install 'eqsdk[cuda]' (onnxruntime-gpu; needs an "
+            "NVIDIA GPU with its CUDA 12 driver)",
+    "tensorrt": "pip install 'eqsdk[tensorrt]' (tensorrt and cuda-python; needs an NVIDIA GPU)",
+}
+
+
+def unavailable_reason(name: str) -> str | None:
+    """None if the backend can run here, else why not (one line)."""
+    if name not in BACKENDS:
+        return f"unknown backend {name!r}; expected auto or one of {', '.join(BACKENDS)}"
+    if name == "tensorrt":
+        from eqsdk.backends.tensorrt import unavailable_reason as trt_reason
+
+        return trt_reason()
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return "onnxruntime is not installed"
+    provider = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}[name]
+    if provider not in ort.get_available_providers():
+        return f"this onnxruntime ({ort.__version__}) has no {provider}"
+    return None
+
+
+def available() -> dict[str, str | None]:
+    """Every backend -> None if it can run here, else the reason it cannot."""
+    return {name: unavailable_reason(name) for name in BACKENDS}
+
+
+def resolve_name(name: str) -> str:
+    """The backend `name` stands for ("auto": the best available), checked to be available."""
+    if name == "auto":
+        return next(n for n in AUTO_ORDER if unavailable_reason(n) is None or n == "cpu")
+    reason = unavailable_reason(name)
+    if reason is not None:
+        hint = f"; install: {INSTALL_HINTS[name]}" if name in INSTALL_HINTS else ""
+        raise BackendError(f"backend {name!r} is not available: {reason}{hint}")
+    return name
+
+
+def create(name: str, directory: Path, manifest: dict, threads: int | None = None,
+           precision: str = "fp32"):
+    """A backend running the bundle in `directory`; see the module doc."""
+    name = resolve_name(name)
+    if precision not in ("fp32", "fp16"):
+        raise BackendError(f"precision {precision!r}; expected fp32 or fp16")
+    if precision == "fp16" and name != "tensorrt":
+        raise BackendError(f"precision fp16 runs on the tensorrt backend only, not {name!r}")
+    if name == "cpu":
+        from eqsdk.backends.ort_cpu import OrtCpuBackend
+
+        return OrtCpuBackend(directory, manifest, threads)
+    if name == "cuda":
+        from eqsdk.backends.ort_cuda import OrtCudaBackend
+
+        return OrtCudaBackend(directory, manifest)
+    from eqsdk.backends.tensorrt import TensorRTBackend
+
+    return TensorRTBackend(directory, manifest, precision)

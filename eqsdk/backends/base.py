@@ -1,0 +1,67 @@
+"""What every backend provides: run one graph of a bundle; move tensors in and out.
+
+Tensors between graphs are the backend's own (numpy arrays on the CPU, device buffers on a GPU),
+so a chain of graphs never leaves the device. The renderer only ever splits, joins or repeats
+them along the batch, through the methods here.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from eqsdk.errors import BundleError
+from eqsdk.graphs import GRAPHS, resolve
+
+
+class Backend:
+    name = "?"
+    precision = "fp32"
+
+    def __init__(self, directory: Path, manifest: dict):
+        self.directory, self.manifest = Path(directory), manifest
+
+    def graph_path(self, graph: str) -> Path:
+        return self.directory / self.manifest["graphs"][graph]["file"]
+
+    def run(self, graph: str, **inputs):
+        """Run one graph on keyword inputs named as in eqsdk.graphs.GRAPHS -> {output: tensor}."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """One line: the runtime, device and precision actually in use."""
+        raise NotImplementedError
+
+    # Tensors. The defaults are for host numpy arrays; device backends override them.
+    def upload(self, a: np.ndarray):
+        return np.ascontiguousarray(a, dtype=np.float32)
+
+    def download(self, t) -> np.ndarray:
+        return t
+
+    def split(self, t, parts: int) -> list:
+        return np.split(t, parts)
+
+    def concat(self, tensors: list):
+        return tensors[0] if len(tensors) == 1 else np.concatenate(tensors)
+
+    def repeat(self, t, n: int):
+        return t if n == 1 else np.repeat(t, n, axis=0)
+
+    def batch_size(self, t) -> int:
+        return len(t)
+
+
+def check_interface(path: Path, graph: str, inputs: dict, outputs: dict, config: dict) -> None:
+    """A graph's inputs and outputs (name -> shape, symbolic dims as str or None) must be those
+    of eqsdk.graphs.GRAPHS with the bundle's sizes; a mismatch names the file."""
+    spec = GRAPHS[graph]
+    for kind, got, want in (("inputs", inputs, spec.inputs), ("outputs", outputs, spec.outputs)):
+        if list(got) != list(want):
+            raise BundleError(f"{path}: graph {kind} {list(got)}, expected {list(want)} for {graph!r}")
+        for name, shape in got.items():
+            expected = resolve(want[name], config)
+            fixed = [(g, e) for g, e in zip(shape, expected) if isinstance(e, int)]
+            if len(shape) != len(expected) or any(g != e for g, e in fixed):
+                raise BundleError(f"{path}: {name!r} has shape {list(shape)}, expected "
+                                  f"{list(expected)} from the manifest's config")
