@@ -1,6 +1,7 @@
 """The eqsdk command line. Exit codes: 0 ok, 2 bad input, 1 internal error."""
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import warnings
@@ -28,30 +29,237 @@ def cli() -> None:
     """
 
 
+BACKEND_HELP = "auto, cpu, cuda or tensorrt [default: cpu]"
+
+
 @cli.command()
-@click.option("--char", required=True, metavar="IMAGE", help="image whose character is rendered")
-@click.option("--bg", required=True, metavar="IMAGE", help="image whose background is used")
-@click.option("--anim", required=True, nargs=2, metavar="START END",
+@click.option("--char", metavar="IMAGE", help="image whose character is rendered")
+@click.option("--bg", metavar="IMAGE", help="image whose background is used")
+@click.option("--anim", nargs=2, metavar="START END",
               help="two frames of a video: the character moves as it moved from START to END")
-@click.option("-o", "--output", required=True, metavar="FILE", help="image to write (.png, .jpg, ...)")
+@click.option("-o", "--output", metavar="FILE", help="image to write (.png, .jpg, ...)")
+@click.option("--batch", "jobs", metavar="JOBS", type=click.Path(dir_okay=False),
+              help="CSV or JSON list of jobs (char, bg, anim_start, anim_end, output) instead")
 @click.option("--model", default=DEFAULT_MODEL, show_default=False, metavar="NAME|PATH", help=MODEL_HELP)
+@click.option("--backend", default="cpu", metavar="NAME", help=BACKEND_HELP)
 @click.option("--scale", default=1, type=click.IntRange(1, 32), help="upscale the output N times for viewing")
-@click.option("--force", is_flag=True, help="overwrite the output file if it exists")
-def render(char, bg, anim, output, model, scale, force) -> None:
+@click.option("--force", is_flag=True, help="overwrite output files that exist")
+def render(char, bg, anim, output, jobs, model, backend, scale, force) -> None:
     """Render the character of CHAR on the background of BG, moved as in ANIM.
 
     \b
-    Example:
+    Examples:
       eqsdk render --char a.png --bg b.png --anim p.png q.png -o out.png
+      eqsdk render --batch jobs.csv        # header: char,bg,anim_start,anim_end,output
     """
     import eqsdk
 
+    single = {"--char": char, "--bg": bg, "--anim": anim, "-o": output}
+    if jobs:
+        given = [k for k, v in single.items() if v]
+        if given:
+            raise click.UsageError(f"--batch takes its images from the jobs file; drop {', '.join(given)}")
+        return render_jobs(jobs, model, backend, scale, force)
+    missing = [k for k, v in single.items() if not v]
+    if missing:
+        raise click.UsageError(f"missing {', '.join(missing)} (or give --batch JOBS)")
     check_output(Path(output), overwrite=force)  # before any work: nothing is touched on error
-    renderer = eqsdk.load(model)
+    renderer = eqsdk.load(model, backend=backend)
     image = renderer.render(char=char, bg=bg, anim=anim)
     eqsdk.save_image(image, output, overwrite=force, scale=scale)
     click.echo(f"wrote {output} ({image.shape[1] * scale}x{image.shape[0] * scale}, "
-               f"model {renderer.name})", err=True)
+               f"model {renderer.name}, backend {renderer.backend.name})", err=True)
+
+
+def render_jobs(path: str, model: str, backend: str, scale: int, force: bool, batch: int = 32) -> None:
+    """All jobs of a file, checked first, then rendered in batches by one loaded model."""
+    import numpy as np
+
+    import eqsdk
+    from eqsdk.images import to_uint8
+    from eqsdk.jobs import read_jobs
+
+    jobs = read_jobs(path, overwrite=force)
+    renderer = eqsdk.load(model, backend=backend)
+    for k in range(0, len(jobs), batch):
+        part = jobs[k:k + batch]
+        x = [renderer.images([getattr(j, f) for j in part], f)
+             for f in ("char", "anim_start", "anim_end", "bg")]
+        for job, image in zip(part, to_uint8(renderer.render_arrays(*x))):
+            eqsdk.save_image(image, job.output, overwrite=force, scale=scale)
+    click.echo(f"wrote {len(jobs)} images from {path} (model {renderer.name}, "
+               f"backend {renderer.backend.name})", err=True)
+
+
+@cli.command()
+@click.option("--model", default=DEFAULT_MODEL, metavar="NAME|PATH", help=MODEL_HELP)
+@click.option("--json", "as_json", is_flag=True, help="print the manifest and backends as JSON")
+def info(model, as_json) -> None:
+    """Show a model bundle (config, graphs, evaluation, provenance) and the backends here."""
+    import json
+
+    from eqsdk.backends import available
+    from eqsdk.bundle import bundle_dir, read_manifest
+
+    directory = bundle_dir(model)
+    manifest = read_manifest(directory)  # checks every graph's sha256
+    backends = available()
+    if as_json:
+        click.echo(json.dumps({"path": str(directory), "manifest": manifest, "backends": backends}, indent=2))
+        return
+    click.echo(bundle_summary(directory, manifest))
+    click.echo("backends on this machine:")
+    for name, reason in backends.items():
+        click.echo(f"  {name:9} {'available' if reason is None else 'not available: ' + reason}")
+
+
+def bundle_summary(directory: Path, m: dict) -> str:
+    cfg, training, ev = m["config"], m.get("training") or {}, m.get("evaluation") or {}
+    lines = [f"model     {m['name']}  ({directory})",
+             f"config    " + ", ".join(f"{k}={v}" for k, v in cfg.items()),
+             f"graphs    opset {m['opset']}, sha256 checked"]
+    for name, g in m["graphs"].items():
+        ins = ", ".join(f"{k}{v}" for k, v in g["inputs"].items())
+        outs = ", ".join(f"{k}{v}" for k, v in g["outputs"].items())
+        lines.append(f"  {name:5} {ins} -> {outs}  [{g['sha256'][:12]}]")
+    if training:
+        lines.append(f"training  {training.get('minutes')} min, {training.get('samples'):,} samples: "
+                     f"{training.get('command')}")
+        if training.get("init_from"):
+            src = training["init_from"]
+            lines.append(f"          from {src.get('minutes')} min, {src.get('samples'):,} samples: "
+                         f"{src.get('command')}")
+    for key, value in (ev.get("ratios") or {}).items():
+        lines.append(f"eval      {key} = {value:.3f}")
+    parity = m.get("parity_max_abs_diff")
+    if parity:
+        lines.append("parity    ONNX Runtime vs PyTorch max abs diff: "
+                     + ", ".join(f"{k} {v:.1e}" for k, v in parity.items()))
+    return "\n".join(lines)
+
+
+@cli.command()
+@click.option("--model", default=DEFAULT_MODEL, metavar="NAME|PATH", help=MODEL_HELP)
+def verify(model) -> None:
+    """Run every backend available here on the same random inputs; report the max abs
+    difference per graph against ONNX Runtime CPU (fp32 <= 1e-4, fp16 <= 1e-2)."""
+    import eqsdk
+    from eqsdk.backends import available
+    from eqsdk.verify import TOLERANCE, compare
+
+    reference = eqsdk.load(model, backend="cpu")
+    click.echo(f"{reference.name}: graphs match their sha256; reference {reference.backend.describe()}")
+    runs = [(n, p) for n, reason in available().items() if reason is None and n != "cpu"
+            for p in (("fp32", "fp16") if n == "tensorrt" else ("fp32",))]
+    if not runs:
+        click.echo("no other backend is available here; nothing to compare (see eqsdk info)")
+    failed = []
+    for name, precision in runs:
+        candidate = eqsdk.load(model, backend=name, precision=precision)
+        diffs = compare(reference.backend, candidate.backend, reference.manifest["config"])
+        ok = max(diffs.values()) <= TOLERANCE[precision]
+        failed += [] if ok else [f"{name} {precision}"]
+        click.echo(f"{name:9} {precision}  " + "  ".join(f"{g} {d:.1e}" for g, d in diffs.items())
+                   + f"  {'ok' if ok else 'FAILED'} (tolerance {TOLERANCE[precision]:g})")
+    if failed:
+        raise click.ClickException(f"outside tolerance: {', '.join(failed)}")
+
+
+@cli.command()
+@click.option("--char", required=True, metavar="IMAGE", help="image whose character is animated")
+@click.option("--bg", required=True, metavar="IMAGE", help="image whose background is used")
+@click.option("--drive", required=True, metavar="CLIP",
+              help="driving clip: GIF, animated PNG/WebP, folder of frames, or video (.mp4, ...)")
+@click.option("-o", "--output", required=True, metavar="OUT",
+              help="clip to write: .gif, .mp4 (.mov, .mkv, .avi) or a folder of PNG frames")
+@click.option("--fps", type=click.FloatRange(0, min_open=True),
+              help="output frame rate [default: the driving clip's, else 10]")
+@click.option("--side-by-side", is_flag=True, help="put each driving frame left of its output frame")
+@click.option("--model", default=DEFAULT_MODEL, show_default=False, metavar="NAME|PATH", help=MODEL_HELP)
+@click.option("--backend", default="cpu", metavar="NAME", help=BACKEND_HELP)
+@click.option("--scale", default=1, type=click.IntRange(1, 32), help="upscale the output N times for viewing")
+@click.option("--force", is_flag=True, help="overwrite the output if it exists")
+def animate(char, bg, drive, output, fps, side_by_side, model, backend, scale, force) -> None:
+    """Animate the character of CHAR on the background of BG: frame k moves it as the driving
+    character moved from the clip's first frame to frame k.
+
+    \b
+    Example:
+      eqsdk animate --char examples/case1/char.png --bg examples/case1/bg.png \\
+          --drive examples/drive/drive.gif -o out.gif --side-by-side --scale 4
+
+    Video files (.mp4, ...) need: pip install 'eqsdk[video]'
+    """
+    import eqsdk
+    from eqsdk import video
+
+    video.check_clip_output(Path(output), overwrite=force)  # before any work
+    frames, clip_fps = video.read_clip(drive)
+    renderer = eqsdk.load(model, backend=backend)
+    size = renderer.image_size
+    if any(f.shape[:2] != (size, size) for f in frames):  # one note, not one per frame
+        h, w = frames[0].shape[:2]
+        click.echo(f"eqsdk: note: drive: resized {len(frames)} frames from {w}x{h} to "
+                   f"{size}x{size}, the model's size", err=True)
+        frames = video.resize_frames(frames, size)
+    # A bar only where someone watches and waits: logs and tests get the summary alone.
+    show = sys.stderr.isatty() and len(frames) > 16
+    with (click.progressbar(length=len(frames), label="animating", file=sys.stderr)
+          if show else contextlib.nullcontext()) as bar:
+        out = renderer.animate(char, bg, frames,
+                               progress=(lambda done, _: bar.update(done - bar.pos)) if show else None)
+    if side_by_side:
+        out = video.side_by_side(frames, out)
+    fps = fps or clip_fps or video.DEFAULT_FPS
+    video.save_clip(out, output, fps=fps, overwrite=force, scale=scale)
+    h, w = out[0].shape[:2]
+    click.echo(f"wrote {output} ({len(out)} frames, {w * scale}x{h * scale}, {fps:g} fps, "
+               f"model {renderer.name}, backend {renderer.backend.name})", err=True)
+
+
+@cli.command()
+@click.option("--model", default=DEFAULT_MODEL, metavar="NAME|PATH", help=MODEL_HELP)
+@click.option("--backend", "backends", default="cpu", metavar="NAMES",
+              help="comma-separated backends, or 'all' for every one available [default: cpu]")
+@click.option("--batch", "batches", default="1,8,32", metavar="SIZES", help="comma-separated batch sizes")
+@click.option("--runs", default=200, type=click.IntRange(10), help="timed runs per measurement")
+@click.option("--threads", type=click.IntRange(1), help="CPU threads per graph [default: up to 2]")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="also write the report as JSON")
+def bench(model, backends, batches, runs, threads, json_path) -> None:
+    """Latency of each graph and of the full, new-motion and new-background paths.
+
+    \b
+    Example:
+      eqsdk bench --batch 1,8,32 --json bench.json
+    """
+    import json
+
+    from eqsdk.backends import available
+    from eqsdk.bench import bench as run_bench, table
+
+    try:
+        sizes = [int(b) for b in batches.split(",")]
+        assert all(b >= 1 for b in sizes)
+    except (ValueError, AssertionError):
+        raise click.UsageError(f"--batch {batches!r}: expected positive integers like 1,8,32") from None
+    names = ([n for n, reason in available().items() if reason is None] if backends == "all"
+             else backends.split(","))
+    if json_path:
+        check_output_path(Path(json_path))
+    reports = []
+    for name in names:
+        click.echo(f"benchmarking {name} ...", err=True)
+        report = run_bench(model, name, sizes, runs, threads=threads)
+        click.echo(table(report) + "\n")
+        reports.append(report)
+    if json_path:
+        Path(json_path).write_text(json.dumps(reports, indent=2) + "\n")
+        click.echo(f"wrote {json_path}", err=True)
+
+
+def check_output_path(path: Path) -> None:
+    if path.is_dir() or not path.parent.is_dir():
+        raise click.UsageError(f"{str(path)!r}: expected a file path in an existing directory")
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -84,6 +292,9 @@ def main(argv=None) -> int:
     except EqsdkError as e:
         click.echo(f"eqsdk: error: {e}", err=True)
         return 2
+    except click.ClickException as e:  # a check that failed, e.g. verify
+        click.echo(f"eqsdk: error: {e.format_message()}", err=True)
+        return 1
     except (click.Abort, KeyboardInterrupt):
         click.echo("eqsdk: interrupted", err=True)
         return 130

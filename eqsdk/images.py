@@ -82,8 +82,8 @@ def to_array(src: ImageLike, size: int, name: str = "image") -> np.ndarray:
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
-    """Model output (3, S, S) float -> (S, S, 3) uint8."""
-    return (np.clip(image, 0, 1) * 255).round().astype(np.uint8).transpose(1, 2, 0)
+    """Model output ([B,] 3, S, S) float -> ([B,] S, S, 3) uint8."""
+    return np.moveaxis((np.clip(image, 0, 1) * 255).round().astype(np.uint8), -3, -1)
 
 
 def check_output(path: Path, overwrite: bool = False) -> str:

@@ -103,13 +103,16 @@ class Renderer:
         if len(counts) > 1:
             raise InputError(f"compose: batches of {character.count} characters, {motion.count} "
                              f"motions and {background.count} backgrounds; expected N or 1 each")
-        n = counts.pop() if counts else 1
+        out = to_uint8(self.compose_arrays(character, motion, background, counts.pop() if counts else 1))
+        return out[0] if character.single and motion.single and background.single else out
+
+    def compose_arrays(self, character: Encoding, motion: Encoding, background: Encoding,
+                       n: int) -> np.ndarray:
+        """compose for checked encodings of n or 1 items -> images float32 (n, 3, S, S)."""
         b = self.backend
         theta = b.upload(np.repeat(motion.data, n // motion.count, axis=0))
         z_moved = b.run("warp", theta=theta, z_c=b.repeat(character.data, n // character.count))["z_moved"]
-        image = b.download(b.run("g", z_char=z_moved, z_bg=b.repeat(background.data, n // background.count))["image"])
-        out = to_uint8(image)
-        return out[0] if character.single and motion.single and background.single else out
+        return b.download(b.run("g", z_char=z_moved, z_bg=b.repeat(background.data, n // background.count))["image"])
 
     # One call.
     def render(self, char: ImageLike, bg: ImageLike, anim: Sequence[ImageLike]) -> np.ndarray:
@@ -133,6 +136,16 @@ class Renderer:
         z_moved = b.run("t_z", z_t1=z_t1, z_t2=z_t2, z_c=z_c)["z_moved"]
         return b.download(b.run("g", z_char=z_moved, z_bg=z_b)["image"])
 
+    def drive(self, character: Encoding, background: Encoding, start: np.ndarray,
+              end: np.ndarray) -> np.ndarray:
+        """A new motion on a cached character and background: frames float32 (B, 3, S, S) ->
+        images (B, 3, S, S). Runs f_c on the frames, T^Z (theta and its apply) and g."""
+        b, n = self.backend, len(start)
+        z_t1, z_t2 = b.split(b.run("f_c", x=b.upload(np.concatenate([start, end])))["z"], 2)
+        z_c = b.repeat(character.data, n // character.count)
+        z_moved = b.run("t_z", z_t1=z_t1, z_t2=z_t2, z_c=z_c)["z_moved"]
+        return b.download(b.run("g", z_char=z_moved, z_bg=b.repeat(background.data, n // background.count))["image"])
+
     # A whole sequence.
     def animate(self, char: ImageLike, bg: ImageLike, drive: Sequence[ImageLike],
                 batch: int = 16, progress=None) -> list[np.ndarray]:
@@ -146,9 +159,10 @@ class Renderer:
         first = self.images(drive[0], "drive[0]")
         frames = []
         for k in range(0, len(drive), batch):
-            part = self.images(drive[k:k + batch], "drive")
-            theta = self.motion_arrays(np.repeat(first, len(part), axis=0), part)
-            frames.extend(self.compose(character, Encoding("motion", theta, len(theta), False), background))
+            part = np.stack([to_array(x, self.image_size, f"drive[{k + i}]")
+                             for i, x in enumerate(drive[k:k + batch])])
+            frames.extend(to_uint8(self.drive(character, background,
+                                              np.repeat(first, len(part), axis=0), part)))
             if progress:
                 progress(len(frames), len(drive))
         return frames

@@ -112,3 +112,76 @@ def test_version_and_help(capsys):
     assert "eqsdk, version" in capsys.readouterr().out
     assert main(["render", "--help"]) == 0
     assert "eqsdk render --char a.png" in capsys.readouterr().out
+
+
+def write_jobs(tmp_path: Path, suffix: str, outputs=("a.png", "b.png")) -> Path:
+    for name in ("char", "bg", "anim_start", "anim_end"):
+        shutil.copy(EXAMPLES / "case1" / f"{name}.png", tmp_path / f"{name}.png")
+    rows = [{"char": "char.png", "bg": "bg.png", "anim_start": "anim_start.png",
+             "anim_end": "anim_end.png", "output": o} for o in outputs]
+    path = tmp_path / f"jobs{suffix}"
+    if suffix == ".json":
+        path.write_text(json.dumps(rows))
+    else:
+        path.write_text("char,bg,anim_start,anim_end,output\n"
+                        + "".join(",".join(r.values()) + "\n" for r in rows))
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".json"])
+def test_batch_renders_every_job_like_single_renders(suffix, tmp_path, capsys):
+    jobs = write_jobs(tmp_path, suffix)
+    assert main(["render", "--batch", str(jobs)]) == 0
+    assert main(args_for("case1", tmp_path / "single.png")) == 0
+    single = np.asarray(Image.open(tmp_path / "single.png"))
+    for name in ("a.png", "b.png"):
+        np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / name)), single)
+    assert "wrote 2 images" in capsys.readouterr().err
+
+
+def test_batch_checks_every_job_before_rendering(tmp_path, capsys):
+    jobs = write_jobs(tmp_path, ".csv", outputs=("a.png", "b.png"))
+    (tmp_path / "b.png").write_bytes(b"keep me")
+    assert main(["render", "--batch", str(jobs)]) == 2
+    err = capsys.readouterr().err
+    assert "job 2" in err and "exists" in err and err.count("\n") == 1
+    assert not (tmp_path / "a.png").exists() and (tmp_path / "b.png").read_bytes() == b"keep me"
+    dup = write_jobs(tmp_path, ".json", outputs=("c.png", "c.png"))
+    assert main(["render", "--batch", str(dup)]) == 2
+    assert "also written by an earlier job" in capsys.readouterr().err
+    assert main(["render", "--batch", str(jobs), "--char", "x.png"]) == 2
+    assert "drop --char" in capsys.readouterr().err
+
+
+def test_info_shows_the_bundle_and_backends(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "model     mnist" in out and "warp" in out and "sha256 checked" in out
+    assert "cpu       available" in out and "tensorrt" in out
+    assert main(["info", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["backends"]["cpu"] is None and info["manifest"]["name"] == "mnist"
+
+
+def test_verify_runs_and_a_tampered_bundle_fails(tmp_path, capsys):
+    assert main(["verify"]) == 0
+    assert "graphs match their sha256" in capsys.readouterr().out
+    bundle = shutil.copytree(Path(__import__("eqsdk").bundle.bundle_dir("mnist")), tmp_path / "m")
+    (bundle / "g.onnx").write_bytes(b"not a graph")
+    assert main(["verify", "--model", str(bundle)]) == 2
+    assert "g.onnx" in capsys.readouterr().err
+
+
+def test_bench_runs_and_writes_well_formed_json(tiny_bundle, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--model", str(tiny_bundle[0]), "--batch", "1,2", "--runs", "10",
+                 "--json", str(out)]) == 0
+    assert "| 1 | full |" in capsys.readouterr().out
+    (report,) = json.loads(out.read_text())
+    assert report["backend"] == "cpu" and set(report["batches"]) == {"1", "2"}
+    row = report["batches"]["2"]
+    assert {"full", "motion", "background", "graph:f_c", "graph:warp"} <= set(row)
+    for st in row.values():
+        assert 0 < st["min_ms"] <= st["median_ms"] <= st["p99_ms"] <= st["max_ms"]
+    assert 0 <= report["overhead_batch1"]["sdk_fraction"] < 1
+    assert main(["bench", "--batch", "0"]) == 2

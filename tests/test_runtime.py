@@ -127,3 +127,69 @@ def test_save_image_never_overwrites_by_surprise(tmp_path):
     save_image(img + 1, path, overwrite=True, scale=3)
     assert Image.open(path).size == (24, 24)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o.png"]  # no temporary left behind
+
+
+@pytest.fixture(scope="module")
+def scene():
+    rng = np.random.default_rng(1)
+    return [rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(8)]
+
+
+def test_compose_of_cached_encodings_equals_render(tiny_bundle, scene):
+    r = eqsdk.load(tiny_bundle[0])
+    char, bg, start, end = scene[:4]
+    character, background = r.encode_character(char), r.encode_background(bg)
+    motion = r.encode_motion(start, end)
+    composed = r.compose(character, motion, background)
+    assert composed.shape == (64, 64, 3)
+    rendered = r.render(char=char, bg=bg, anim=(start, end))
+    assert np.abs(composed.astype(int) - rendered).max() <= 1  # warp alone vs t_z's fused apply
+
+
+def test_compose_broadcasts_batches(tiny_bundle, scene):
+    r = eqsdk.load(tiny_bundle[0])
+    characters = r.encode_character(scene[:3])
+    motion = r.encode_motion(scene[3], scene[4])
+    backgrounds = r.encode_background(scene[5:8])
+    out = r.compose(characters, motion, backgrounds)
+    assert out.shape == (3, 64, 64, 3)
+    for k in range(3):
+        one = r.compose(r.encode_character(scene[k]), motion, r.encode_background(scene[5 + k]))
+        np.testing.assert_array_equal(out[k], one)
+    with pytest.raises(eqsdk.InputError, match="expected N or 1 each"):
+        r.compose(characters, motion, r.encode_background(scene[:2]))
+    with pytest.raises(eqsdk.InputError, match="expected a character encoding"):
+        r.compose(backgrounds, motion, backgrounds)
+
+
+def test_motions_differ_and_identity_motion_keeps_the_character(tiny_bundle, scene):
+    r = eqsdk.load(tiny_bundle[0])
+    still = r.encode_motion(scene[3], scene[3]).data
+    moved = r.encode_motion(scene[3], scene[4]).data
+    assert still.shape == moved.shape == (1, 2, 3)
+    assert np.abs(still - moved).max() > 1e-3
+
+
+def test_one_model_from_eight_threads_matches_sequential(tiny_bundle):
+    from concurrent.futures import ThreadPoolExecutor
+
+    r = eqsdk.load(tiny_bundle[0])
+    rng = np.random.default_rng(2)
+    jobs = [[rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(4)] for _ in range(32)]
+    render = lambda job: r.render(char=job[0], bg=job[1], anim=(job[2], job[3]))  # noqa: E731
+    sequential = [render(job) for job in jobs]
+    with ThreadPoolExecutor(8) as pool:
+        parallel = list(pool.map(render, jobs))
+    for a, b in zip(sequential, parallel):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_warmup_and_load_times_are_measured(tiny_bundle):
+    r = eqsdk.load(tiny_bundle[0])
+    assert r.load_seconds > 0 and r.warmup() > 0
+
+
+def test_unknown_or_unavailable_backend_is_a_clear_error(tiny_bundle):
+    with pytest.raises(eqsdk.BackendError, match="unknown backend 'gpu'"):
+        eqsdk.load(tiny_bundle[0], backend="gpu")
+    assert eqsdk.load(tiny_bundle[0], backend="auto").backend.name in ("cpu", "cuda", "tensorrt")

@@ -1,0 +1,148 @@
+"""Latency of a loaded model, measured like trtexec / onnxruntime_perf_test: warm-up, then many
+timed runs, reported as median, p90, p99, mean, min and max (`eqsdk bench`).
+
+Paths that matter to an app:
+  full        a whole render: f_c on three images, f_b, T^Z (theta and apply), g
+  motion      a new motion on a cached character and background: f_c on two frames, T^Z, g
+  background  a new background under a cached character and motion: f_b, warp, g
+and each graph alone. Session creation and the first call are reported separately.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import time
+
+import numpy as np
+
+from eqsdk.graphs import GRAPHS, resolve
+from eqsdk.verify import random_inputs
+
+
+def stats(seconds: np.ndarray) -> dict:
+    ms = np.asarray(seconds) * 1e3
+    return {"median_ms": float(np.median(ms)), "p90_ms": float(np.percentile(ms, 90)),
+            "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean()),
+            "min_ms": float(ms.min()), "max_ms": float(ms.max()), "runs": len(ms)}
+
+
+def time_calls(fn, runs: int, warmup: int) -> dict:
+    for _ in range(warmup):
+        fn()
+    times = np.empty(runs)
+    for k in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times[k] = time.perf_counter() - t0
+    return stats(times)
+
+
+def paths(renderer, batch: int, seed: int = 0) -> dict:
+    """The calls to time at one batch size: each path and each graph, inputs prepared."""
+    from eqsdk.renderer import Encoding
+
+    b, s, cfg = renderer.backend, renderer.image_size, renderer.manifest["config"]
+    rng = np.random.default_rng(seed)
+    x_c, x_t1, x_t2, x_b = rng.random((4, batch, 3, s, s), dtype=np.float32)
+    character = Encoding("character", b.run("f_c", x=b.upload(x_c))["z"], batch, False)
+    background = Encoding("background", b.run("f_b", x=b.upload(x_b))["z"], batch, False)
+    motion = Encoding("motion", renderer.motion_arrays(x_t1, x_t2), batch, False)
+    calls = {
+        "full": lambda: renderer.render_arrays(x_c, x_t1, x_t2, x_b),
+        "motion": lambda: renderer.drive(character, background, x_t1, x_t2),
+        "background": lambda: renderer.compose_arrays(
+            character, motion, Encoding("background", b.run("f_b", x=b.upload(x_b))["z"], batch, False),
+            batch),
+    }
+    for graph in GRAPHS:
+        sizes = 3 * batch if graph == "f_c" else batch  # f_c runs on all three images at once
+        inputs = {k: b.upload(v) for k, v in random_inputs(graph, cfg, sizes, seed).items()}
+        calls[f"graph:{graph}"] = lambda graph=graph, inputs=inputs: b.download(
+            next(iter(b.run(graph, **inputs).values())))
+    return calls
+
+
+def overhead(renderer, runs: int, warmup: int) -> dict:
+    """The SDK's own time at batch 1: the one-call render of uint8 images, minus the time its
+    graph calls take (timed inside the same calls)."""
+    s = renderer.image_size
+    rng = np.random.default_rng(1)
+    imgs = [rng.integers(0, 256, (s, s, 3), dtype=np.uint8) for _ in range(4)]
+    backend, inside = renderer.backend, []
+    run = backend.run
+
+    def timed_run(graph, **inputs):
+        t0 = time.perf_counter()
+        out = run(graph, **inputs)
+        inside[-1] += time.perf_counter() - t0
+        return out
+
+    total = []
+    backend.run = timed_run
+    try:
+        for k in range(warmup + runs):
+            inside.append(0.0)
+            t0 = time.perf_counter()
+            renderer.render(char=imgs[0], bg=imgs[1], anim=(imgs[2], imgs[3]))
+            total.append(time.perf_counter() - t0)
+    finally:
+        del backend.run  # back to the class's method
+    total, inside = np.array(total[warmup:]), np.array(inside[warmup:])
+    return {"end_to_end": stats(total), "graphs": stats(inside),
+            "sdk_fraction": float(np.median(total - inside) / np.median(total))}
+
+
+def environment(renderer) -> dict:
+    import onnxruntime as ort
+
+    cpu = platform.processor() or platform.machine()
+    try:  # the model name, where Linux tells it
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "numpy": np.__version__, "onnxruntime": ort.__version__,
+            "backend": renderer.backend.describe(), "precision": renderer.backend.precision}
+
+
+def bench(model: str, backend: str = "cpu", batches=(1, 8, 32), runs: int = 200,
+          warmup: int = 20, threads: int | None = None, precision: str = "fp32") -> dict:
+    """Everything `eqsdk bench` reports for one backend (see the module doc)."""
+    import eqsdk
+
+    t0 = time.perf_counter()
+    renderer = eqsdk.load(model, backend=backend, threads=threads, precision=precision)
+    load_s = time.perf_counter() - t0
+    first_s = renderer.warmup()
+    results = {}
+    for batch in batches:
+        row = {}
+        for name, fn in paths(renderer, batch).items():
+            row[name] = time_calls(fn, runs, warmup)
+            if not name.startswith("graph:"):
+                row[name]["renders_per_s"] = batch / (row[name]["median_ms"] / 1e3)
+        results[str(batch)] = row
+    return {"model": renderer.name, "backend": renderer.backend.name,
+            "session_creation_s": load_s, "first_call_s": first_s,
+            "overhead_batch1": overhead(renderer, runs, warmup), "batches": results,
+            "shapes": {g: {k: list(resolve(v, renderer.manifest["config"])) for k, v in spec.inputs.items()}
+                       for g, spec in GRAPHS.items()},
+            "environment": environment(renderer)}
+
+
+def table(report: dict) -> str:
+    """Markdown: one row per batch size and path/graph."""
+    lines = [f"**{report['model']}** on {report['environment']['backend']} — "
+             f"session creation {report['session_creation_s'] * 1e3:.0f} ms, first call "
+             f"{report['first_call_s'] * 1e3:.1f} ms, SDK overhead at batch 1 "
+             f"{report['overhead_batch1']['sdk_fraction']:.1%}", "",
+             "| batch | path | median ms | p90 ms | p99 ms | mean ms | min ms | max ms | renders/s |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for batch, row in report["batches"].items():
+        for name, st in row.items():
+            rps = f"{st['renders_per_s']:,.0f}" if "renders_per_s" in st else ""
+            lines.append(f"| {batch} | {name} | {st['median_ms']:.3f} | {st['p90_ms']:.3f} | "
+                         f"{st['p99_ms']:.3f} | {st['mean_ms']:.3f} | {st['min_ms']:.3f} | "
+                         f"{st['max_ms']:.3f} | {rps} |")
+    return "\n".join(lines)
