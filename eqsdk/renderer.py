@@ -6,13 +6,14 @@ Each input can be encoded once and reused: a character (f_c), a background (f_b)
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from eqsdk.errors import InputError
-from eqsdk.images import ImageLike, to_array, to_uint8
+from eqsdk.images import ImageLike, ResizeWarning, to_array, to_uint8
 
 
 @dataclass(frozen=True)
@@ -156,11 +157,13 @@ class Renderer:
         if not drive:
             raise InputError("drive: got no frames; expected a sequence of at least one image")
         character, background = self.encode_character(char), self.encode_background(bg)
-        first = self.images(drive[0], "drive[0]")
+        first = self.images(drive[0], "drive[0]")  # says so if the clip gets resized ...
         frames = []
         for k in range(0, len(drive), batch):
-            part = np.stack([to_array(x, self.image_size, f"drive[{k + i}]")
-                             for i, x in enumerate(drive[k:k + batch])])
+            with warnings.catch_warnings():  # ... once, not once per frame
+                warnings.simplefilter("ignore", ResizeWarning)
+                part = np.stack([to_array(x, self.image_size, f"drive[{k + i}]")
+                                 for i, x in enumerate(drive[k:k + batch])])
             frames.extend(to_uint8(self.drive(character, background,
                                               np.repeat(first, len(part), axis=0), part)))
             if progress:
