@@ -6,6 +6,8 @@ them along the batch, through the methods here.
 """
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +52,37 @@ class Backend:
 
     def batch_size(self, t) -> int:
         return len(t)
+
+
+@dataclass(frozen=True)
+class DeviceArray:
+    """A float32 C-contiguous tensor in GPU memory: `shape` at device address `ptr`. `owner` holds
+    the memory (an OrtValue, a cudaMalloc allocation); views share it, which keeps it alive."""
+    ptr: int
+    shape: tuple[int, ...]
+    owner: object
+
+    @property
+    def nbytes(self) -> int:
+        return 4 * math.prod(self.shape)
+
+    def aligned(self, to: int) -> bool:
+        """Whether the address is a multiple of `to` bytes, as a runtime may require of its inputs.
+        Allocations are aligned; a view is when an item's size is a multiple of `to` (images and
+        features are, theta's 24 bytes are not)."""
+        return self.ptr % to == 0
+
+    def rows(self, start: int, stop: int) -> DeviceArray:
+        """Items start:stop along the batch, as a view: contiguous, so an address offset."""
+        row = 4 * math.prod(self.shape[1:])
+        return DeviceArray(self.ptr + start * row, (stop - start, *self.shape[1:]), self.owner)
+
+    def split(self, parts: int) -> list[DeviceArray]:
+        n = self.shape[0]
+        if n % parts:
+            raise ValueError(f"cannot split a batch of {n} into {parts} equal parts")
+        step = n // parts
+        return [self.rows(k * step, (k + 1) * step) for k in range(parts)]
 
 
 def check_interface(path: Path, graph: str, inputs: dict, outputs: dict, config: dict) -> None:
