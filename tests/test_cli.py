@@ -82,7 +82,7 @@ def bad_inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
         "unknown model": (args_for("case1", out, "--model", "nope"), "unknown model 'nope'"),
         "existing output": (swap("-o", str(tmp / "exists.png")), "exists; pass --force"),
         "bad extension": (swap("-o", str(tmp / "out.xyz")), "unknown image extension"),
-        "missing option": (args_for("case1", out)[:-2], "Missing option"),
+        "missing option": (args_for("case1", out)[:-2], "missing -o (or give --batch JOBS)"),
     }
 
 

@@ -12,7 +12,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import eqsdk
-from eqsdk.backends import resolve_name, unavailable_reason
+from eqsdk.backends import unavailable_reason
 from eqsdk.backends.fp16 import KEEP_FP32, to_fp16
 from eqsdk.backends.ort_cpu import OrtCpuBackend
 from eqsdk.backends.ort_cuda import OrtCudaBackend
@@ -262,7 +262,6 @@ def test_missing_cuda_provider_is_a_backend_error_with_an_install_hint(tiny_bund
 
 @pytest.mark.skipif(NO_CUDA is None or NO_TENSORRT is None, reason="a GPU backend is available here")
 def test_auto_resolves_to_cpu_without_gpu_backends(tiny_bundle):
-    assert resolve_name("auto") == "cpu"
     assert eqsdk.load(tiny_bundle[0], backend="auto").backend.name == "cpu"
 
 

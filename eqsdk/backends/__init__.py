@@ -45,9 +45,7 @@ def available() -> dict[str, str | None]:
 
 
 def resolve_name(name: str) -> str:
-    """The backend `name` stands for ("auto": the best available), checked to be available."""
-    if name == "auto":
-        return next(n for n in AUTO_ORDER if unavailable_reason(n) is None or n == "cpu")
+    """`name`, checked to be available (an error with an install hint if it is not)."""
     reason = unavailable_reason(name)
     if reason is not None:
         hint = f"; install: {INSTALL_HINTS[name]}" if name in INSTALL_HINTS else ""
@@ -57,10 +55,22 @@ def resolve_name(name: str) -> str:
 
 def create(name: str, directory: Path, manifest: dict, threads: int | None = None,
            precision: str = "fp32"):
-    """A backend running the bundle in `directory`; see the module doc."""
-    name = resolve_name(name)
+    """A backend running the bundle in `directory`; see the module doc. "auto" tries the
+    available ones best first, and goes on to the next when one fails to start (say a GPU
+    runtime whose libraries are missing); the backend's describe() says which it got."""
     if precision not in ("fp32", "fp16"):
         raise BackendError(f"precision {precision!r}; expected fp32 or fp16")
+    if name == "auto":
+        candidates = [n for n in AUTO_ORDER if unavailable_reason(n) is None
+                      and (precision == "fp32" or n == "tensorrt")]
+        failures = []
+        for n in candidates:
+            try:
+                return create(n, directory, manifest, threads, precision)
+            except BackendError as e:
+                failures.append(str(e))
+        raise BackendError(f"no backend could run {precision}: " + ("; ".join(failures) or "none available"))
+    name = resolve_name(name)
     if precision == "fp16" and name != "tensorrt":
         raise BackendError(f"precision fp16 runs on the tensorrt backend only, not {name!r}")
     if name == "cpu":

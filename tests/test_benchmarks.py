@@ -1,0 +1,67 @@
+"""The latency suite (benchmarks/suite.py) on the tiny random bundle, with tiny run counts: the
+report is complete and PyTorch renders what eqsdk renders. No timing assertions."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from benchmarks import suite, torch_reference
+from train.model import load_checkpoint
+
+
+def test_model_from_bundle_is_the_checkpoint(tiny_bundle, tiny_checkpoint):
+    model, found = torch_reference.model_from_bundle(tiny_bundle[0])
+    want = load_checkpoint(tiny_checkpoint)[0].state_dict()
+    got = model.state_dict()
+    assert set(got) == set(want)
+    assert found["from_graph"] == [f"t_z.features.{i}.{p}" for i in (1, 4, 7) for p in ("weight", "bias")]
+    for key in want:
+        torch.testing.assert_close(got[key], want[key], rtol=0, atol=0, msg=key)
+
+
+@pytest.fixture(scope="module")
+def report(tiny_bundle, tmp_path_factory):
+    out = tmp_path_factory.mktemp("suite")
+    suite.main(["--model", str(tiny_bundle[0]), "--out", str(out), "--runs", "3", "--warmup", "1",
+                "--batch", "1", "2", "--calibration", "32", "--examples", "20", "--peak-runs", "1",
+                "--skip-compile"])
+    return out
+
+
+def test_suite_writes_its_three_files(report):
+    assert {p.name for p in report.iterdir()} >= {"results.json", "results.md", "latency.png"}
+    assert (report / "latency.png").stat().st_size > 1000
+    assert "## Targets" in (report / "results.md").read_text()
+
+
+def test_results_json_is_complete(report):
+    r = json.loads((report / "results.json").read_text())
+    assert r["parity"]["passed"] and r["parity"]["max_abs_diff_render"] <= 1e-4
+    for section in (r["ort"], r["torch_eager"], r["int8"]["ort"]):
+        assert set(section["batches"]) == {"1", "2"}
+        for row in section["batches"].values():
+            assert {"full", "motion", "background", "graph:f_c", "graph:g"} <= set(row)
+            for st in row.values():
+                assert st["runs"] == 3 and 0 < st["min_ms"] <= st["median_ms"] <= st["max_ms"]
+    assert set(r["targets"]) == {"full_vs_pytorch", "motion_vs_full", "throughput_vs_peak",
+                                 "reduced_precision_vs_peak", "sdk_overhead"}
+    assert r["targets"]["throughput_vs_peak"]["met"] is None  # batch 32 was not run
+    assert r["peak"]["fp32_peak"] > 0 and r["command"].startswith("python benchmarks/suite.py")
+
+
+def test_flops_of_a_full_render_are_its_graphs(report):
+    r = json.loads((report / "results.json").read_text())
+    g, per_render = r["flops"]["per_graph_batch1"], r["flops"]["per_render"]
+    assert per_render["full"] == 3 * g["f_c"] + g["f_b"] + g["t_z"] + g["g"]
+    # The tiny model's f_c: a 4x4 stride-2 conv 3 -> 8 channels on 64x64 -> 32x32, among others.
+    assert g["f_c"] > 2 * 32 * 32 * 8 * 3 * 4 * 4
+
+
+def test_int8_bundle_runs_integer_kernels_and_its_cost_is_measured(report):
+    r = json.loads((report / "results.json").read_text())["int8"]
+    assert all(k["integer_kernels"] > 0 for k in r["kernels"].values())
+    for task in ("transformation", "background"):
+        q = r["quality"][task]
+        assert q["int8_vs_truth"]["n"] == 20 and np.isfinite(q["relative_cost"])
+        assert q["int8_vs_fp32"]["mean"] > 0  # int8 does change the render
