@@ -1,11 +1,17 @@
-"""Train the scene model on Moving MNIST with eq. 4: L_scene + a_equiv L_equiv + a_inv L_inv.
+"""Train the scene model with eq. 4: L_scene + a_equiv L_equiv + a_inv L_inv, on Moving MNIST
+(--dataset mnist, the default) or the LPC sprites on white (sprites) or on diamond backgrounds
+(sprites-bg, --n-backgrounds of them for training); see train/datasets.py.
 
     python -m train.train --out runs/mnist --minutes 100
+    python -m train.train --out runs/sprites --dataset sprites --minutes 100
+    python -m train.train --out runs/sprites-bg --dataset sprites-bg --n-backgrounds 1000 --minutes 100
 
 Runs on CUDA when present, else CPU (bf16 autocast where the CPU has it). Resumes from
 OUT/last.pt when it exists. Every --sample-every seconds it writes OUT/samples.png (rows: x1, x2,
 render, background part alone g(f_b(x1)), character part alone g(f_c(x1))) and a validation loss
-on unseen backgrounds and digits; OUT/log.jsonl keeps every figure.
+on the validation split (unseen backgrounds and digits or characters); OUT/log.jsonl keeps every
+figure. T^Z is monitored by the spread of its theta over the batch and, where the dataset knows the
+motion T^X (mnist), by their correlation.
 """
 from __future__ import annotations
 
@@ -23,8 +29,9 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from train.datasets import DATASETS, VAL_BACKGROUNDS, pair_source
 from train.model import ModelConfig, SceneModel, grow_from, load_checkpoint
-from train.moving_mnist import MovingMNIST, affine_inverse
+from train.moving_mnist import affine_inverse
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,8 @@ class TrainConfig:
     n_backgrounds: int = 64
     augment: bool = True  # dihedral + RGB permutation of training backgrounds
     bf16: bool = True  # autocast on CPU where supported (ignored on CUDA, which uses bf16 too)
+    dataset: str = "mnist"  # one of datasets.DATASETS (checkpoints from before it are mnist)
+    characters: int = 0  # sprites: only the first N characters of each split (0: all; for tests)
 
 
 def pick_device() -> torch.device:
@@ -59,12 +68,14 @@ def grid_image(rows: list[torch.Tensor], path: Path, n: int = 8) -> None:
     Image.fromarray((img * 255).round().astype(np.uint8)).save(path)
 
 
-def theta_stats(theta: torch.Tensor, tx: np.ndarray) -> tuple[float, float]:
+def theta_stats(theta: torch.Tensor, tx: np.ndarray | None) -> tuple[float, float | None]:
     """Spread of T^Z's theta over the batch, and its mean Pearson correlation with the matching
-    ground truth (the inverse of the image-space motion T^X), entry by entry."""
+    ground truth (the inverse of the image-space motion T^X), entry by entry; None without T^X."""
     t = theta.reshape(len(theta), 6).numpy()
-    gt = affine_inverse(tx[:, 0]).reshape(len(t), 6)
     spread = float(t.std(0).mean())
+    if tx is None:
+        return spread, None
+    gt = affine_inverse(tx[:, 0]).reshape(len(t), 6)
     corr = [np.corrcoef(t[:, k], gt[:, k])[0, 1] for k in range(6) if t[:, k].std() > 1e-6]
     return spread, float(np.mean(corr)) if corr else 0.0
 
@@ -100,6 +111,8 @@ def main(argv=None) -> None:
     for f, v in asdict(TrainConfig()).items():
         if isinstance(v, bool):
             p.add_argument("--" + f.replace("_", "-"), action=argparse.BooleanOptionalAction, default=v)
+        elif f == "dataset":
+            p.add_argument("--dataset", choices=DATASETS, default=v)
         else:
             p.add_argument("--" + f.replace("_", "-"), type=type(v), default=v)
     args = p.parse_args(argv)
@@ -114,7 +127,7 @@ def main(argv=None) -> None:
     if ckpt:  # a resumed run keeps its configuration
         cfg, tcfg = ModelConfig(**ckpt["model_config"]), TrainConfig(**ckpt["train_config"])
         init_from = ckpt.get("init_from")
-        print(f"resuming {last} at step {ckpt['step']}", file=sys.stderr)
+        print(f"resuming {last} at step {ckpt['step']} ({tcfg.dataset})", file=sys.stderr)
     else:
         cfg = ModelConfig(**{f: getattr(args, f) for f in asdict(ModelConfig())})
         tcfg = TrainConfig(**{f: getattr(args, f) for f in asdict(TrainConfig())})
@@ -138,8 +151,8 @@ def main(argv=None) -> None:
                      "init_from": src.get("init_from")}
         print(f"starting from the weights of {args.init_from} (step {src['step']})", file=sys.stderr)
 
-    train_set = MovingMNIST("train", tcfg.n_digits, tcfg.n_backgrounds, seed=tcfg.seed)
-    val_set = MovingMNIST("val", tcfg.n_digits, 64, seed=tcfg.seed)
+    train_set = pair_source(tcfg.dataset, "train", tcfg.n_backgrounds, tcfg.seed, tcfg.n_digits, tcfg.characters)
+    val_set = pair_source(tcfg.dataset, "val", VAL_BACKGROUNDS, tcfg.seed, tcfg.n_digits, tcfg.characters)
     val_x1, val_x2, _ = val_set.sample_pairs(256, np.random.default_rng([tcfg.seed, 1]))
     autocast = torch.autocast(device.type, dtype=torch.bfloat16,
                               enabled=tcfg.bf16 or device.type == "cuda")
@@ -200,7 +213,7 @@ def main(argv=None) -> None:
                   "samples_per_s": tcfg.batch / dt, "data_fraction": t_data / dt}
         bar.update(1)
         bar.set_postfix(scene=f"{record['scene']:.4f}", equiv=f"{record['equiv']:.3f}",
-                        inv=f"{record['inv']:.3f}", tz=f"{spread:.3f}/{corr:+.2f}",
+                        inv=f"{record['inv']:.3f}", tz=f"{spread:.3f}" + ("" if corr is None else f"/{corr:+.2f}"),
                         sps=f"{record['samples_per_s']:.0f}")
         if time.perf_counter() - last_sample > args.sample_every or budget_fraction() >= 1:
             last_sample = time.perf_counter()

@@ -1,0 +1,68 @@
+"""The training datasets behind one interface, for train.train: pairs (x1, x2) of two frames of one
+clip with the same background, and the ground-truth motion T^X where the dataset has one.
+
+    mnist       Moving MNIST on diamond backgrounds (§4.3); T^X known
+    sprites     LPC sprites on a white canvas (§4.4); no T^X (the motion is categorical)
+    sprites-bg  LPC sprites on diamond backgrounds (§4.2, §4.4); no T^X
+
+Every source has sample_pairs(count, rng, max_gap=None, augment=False) -> (x1, x2, tx): x1, x2
+(B, 3, 64, 64) in [0, 1] and tx (B, N, 2, 3) or None. augment recolours and flips/rotates the
+backgrounds (moving_mnist.augment_backgrounds); it changes nothing on a plain canvas.
+
+Sprite backgrounds are the fixed sets of make_backgrounds(split, n, seed=0) whatever the training
+seed (the first n of the split's stream, so 64 training backgrounds are a subset of 1000), and the
+character split is lpc's fixed split: every sprites model is evaluated on the same test data.
+"""
+from __future__ import annotations
+
+from typing import Protocol, Sequence
+
+import numpy as np
+import torch
+
+from train import lpc
+from train.backgrounds import make_backgrounds
+from train.moving_mnist import MovingMNIST
+
+DATASETS = ("mnist", "sprites", "sprites-bg")
+VAL_BACKGROUNDS = 64  # validation backgrounds of every dataset
+
+
+class PairSource(Protocol):
+    def sample_pairs(self, count: int, rng: np.random.Generator, max_gap: int | None = None,
+                     augment: bool = False) -> tuple[torch.Tensor, torch.Tensor, np.ndarray | None]: ...
+
+
+def load_sprites(split: str, n_backgrounds: int, characters: int = 0,
+                 canvas: Sequence[float] = lpc.WHITE) -> lpc.Sprites:
+    """One split of the sprites (its first `characters` only if > 0, a quick subset that builds in
+    seconds when the cache is missing) with n_backgrounds diamond backgrounds (0: none)."""
+    bgs = None
+    if n_backgrounds:
+        bgs = torch.from_numpy(make_backgrounds(split, n_backgrounds, 0, lpc.CELL)).permute(0, 3, 1, 2).contiguous()
+    return lpc.Sprites(lpc.load_split(split, limit=characters or None), bgs, canvas=canvas)
+
+
+class SpritePairs:
+    """Sprites.sample_pairs reduced to the training interface: no T^X."""
+
+    def __init__(self, sprites: lpc.Sprites, with_backgrounds: bool):
+        self.sprites, self.with_backgrounds = sprites, with_backgrounds
+
+    def sample_pairs(self, count: int, rng: np.random.Generator, max_gap: int | None = None,
+                     augment: bool = False) -> tuple[torch.Tensor, torch.Tensor, None]:
+        p = self.sprites.sample_pairs(count, rng, self.with_backgrounds, max_gap, augment)
+        return p.x1, p.x2, None
+
+
+def pair_source(dataset: str, split: str, n_backgrounds: int, seed: int = 0, n_digits: int = 1,
+                characters: int = 0) -> PairSource:
+    """The pairs of one split. seed: Moving MNIST's background seed (as before); characters: the
+    sprites subset (0: the whole split)."""
+    if dataset == "mnist":
+        return MovingMNIST(split, n_digits, n_backgrounds, seed=seed)
+    if dataset == "sprites":
+        return SpritePairs(load_sprites(split, 0, characters), with_backgrounds=False)
+    if dataset == "sprites-bg":
+        return SpritePairs(load_sprites(split, n_backgrounds, characters), with_backgrounds=True)
+    raise ValueError(f"dataset {dataset!r}: expected one of {DATASETS}")
