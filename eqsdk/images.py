@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 import warnings
 from pathlib import Path
 from typing import Union
@@ -101,6 +101,23 @@ def check_output(path: Path, overwrite: bool = False) -> str:
     return fmt
 
 
+def temp_beside(path: Path, directory: bool = False) -> Path:
+    """A new empty file (or folder) next to `path`, to write and then os.replace onto it. Made
+    with the permissions a plain open() or mkdir() would give (the umask applies), unlike
+    tempfile's private 0600 files."""
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}{'' if directory else path.suffix}"
+        try:
+            if directory:
+                os.mkdir(tmp, 0o777)
+            else:
+                os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+    raise OSError(f"cannot create a temporary file beside {path}")
+
+
 def save_image(image: np.ndarray, path: str | os.PathLike, overwrite: bool = False,
                scale: int = 1) -> Path:
     """Write an (H, W, 3) uint8 image; the format follows the extension. Written to a temporary
@@ -110,8 +127,7 @@ def save_image(image: np.ndarray, path: str | os.PathLike, overwrite: bool = Fal
     im = Image.fromarray(image)
     if scale > 1:
         im = im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
+    tmp = temp_beside(path)
     try:
         im.save(tmp, format=fmt)
         os.replace(tmp, path)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import numpy as np
 from PIL import Image, ImageSequence
 
 from eqsdk.errors import BackendError, InputError
-from eqsdk.images import array_to_image, open_image, to_rgb
+from eqsdk.images import array_to_image, open_image, temp_beside, to_rgb
 
 DEFAULT_FPS = 10.0
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi")  # those whose default codec (H.264) works
@@ -165,8 +164,7 @@ def save_clip(frames: Sequence[np.ndarray], path: str | os.PathLike, fps: float 
     if kind == "folder":
         write_folder(images, path)
         return path
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
+    tmp = temp_beside(path)
     try:
         if kind == "gif":
             images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:],
@@ -175,7 +173,6 @@ def save_clip(frames: Sequence[np.ndarray], path: str | os.PathLike, fps: float 
             # macro_block_size=1: keep the size (H.264 needs it even; the model's sizes are).
             imageio_v2().mimwrite(tmp, [np.asarray(im) for im in images], format="FFMPEG",
                                   fps=fps, macro_block_size=1)
-        os.chmod(tmp, 0o666 & ~umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -183,23 +180,15 @@ def save_clip(frames: Sequence[np.ndarray], path: str | os.PathLike, fps: float 
     return path
 
 
-def umask() -> int:
-    """The process's umask: temporary files are private (0600), outputs should not be."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def write_folder(images: list[Image.Image], path: Path) -> None:
     """frame_0000.png, ... into `path`. An existing folder keeps its other files; its old
     frame_*.png go, so no stale frame of a longer clip remains."""
     digits = max(4, len(str(len(images) - 1)))
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    tmp = temp_beside(path, directory=True)
     try:
         for k, im in enumerate(images):
             im.save(tmp / f"frame_{k:0{digits}d}.png")
         if not path.exists():
-            os.chmod(tmp, 0o777 & ~umask())
             os.replace(tmp, path)
             return
         for old in path.glob("frame_*.png"):

@@ -193,3 +193,15 @@ def test_unknown_or_unavailable_backend_is_a_clear_error(tiny_bundle):
     with pytest.raises(eqsdk.BackendError, match="unknown backend 'gpu'"):
         eqsdk.load(tiny_bundle[0], backend="gpu")
     assert eqsdk.load(tiny_bundle[0], backend="auto").backend.name in ("cpu", "cuda", "tensorrt")
+
+
+def test_saved_images_get_the_usual_permissions(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        path = save_image(np.zeros((4, 4, 3), np.uint8), tmp_path / "x.png")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["x.png"]  # no temporary file left
