@@ -24,6 +24,7 @@ from torch.utils.flop_counter import FlopCounterMode
 PATHS = {
     "full": [("f_c", 3), ("f_b", 1), ("t_z", 1), ("g", 1)],
     "motion": [("f_c", 2), ("t_z", 1), ("g", 1)],
+    "drive": [("f_c", 1), ("t_z", 1), ("g", 1)],
     "background": [("f_b", 1), ("warp", 1), ("g", 1)],
 }
 

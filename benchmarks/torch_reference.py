@@ -109,7 +109,7 @@ class Graphs:
 
 
 def paths(graphs: Graphs, cfg: dict, batch: int, seed: int = 0) -> dict:
-    """The calls eqsdk.bench.paths times, in PyTorch: the three paths (each as the renderer
+    """The calls eqsdk.bench.paths times, in PyTorch: the four paths (each as the renderer
     composes it) and each graph alone, inputs prepared; each returns a tensor."""
     run, s, c, f = graphs.run, cfg["image_size"], cfg["channels"], cfg["image_size"] // 4
     gen = torch.Generator().manual_seed(seed)
@@ -127,6 +127,11 @@ def paths(graphs: Graphs, cfg: dict, batch: int, seed: int = 0) -> dict:
         z_t1, z_t2 = run["f_c"](torch.cat([x_t1, x_t2])).chunk(2)
         return run["g"](run["t_z"](z_t1, z_t2, z_c)[1], z_b)
 
+    z_ref = run["f_c"](x_t1[:1]).expand(batch, -1, -1, -1)  # the cached reference frame
+
+    def drive():
+        return run["g"](run["t_z"](z_ref, run["f_c"](x_t2), z_c)[1], z_b)
+
     def background():
         return run["g"](run["warp"](theta, z_c), run["f_b"](x_b))
 
@@ -135,7 +140,7 @@ def paths(graphs: Graphs, cfg: dict, batch: int, seed: int = 0) -> dict:
 
     x3 = torch.rand(3 * batch, 3, s, s, generator=gen)
     z1, z2, z3 = features(batch), features(batch), features(batch)
-    return {"full": full, "motion": motion, "background": background,
+    return {"full": full, "motion": motion, "drive": drive, "background": background,
             "graph:f_c": lambda: run["f_c"](x3), "graph:f_b": lambda: run["f_b"](x_b),
             "graph:t_z": lambda: run["t_z"](z1, z2, z3), "graph:g": lambda: run["g"](z1, z2),
             "graph:warp": lambda: run["warp"](theta, z1)}

@@ -4,6 +4,8 @@ timed runs, reported as median, p90, p99, mean, min and max (`eqsdk bench`).
 Paths that matter to an app:
   full        a whole render: f_c on three images, f_b, T^Z (theta and apply), g
   motion      a new motion on a cached character and background: f_c on two frames, T^Z, g
+  drive       a new driving frame against a cached reference frame (animate, live puppeteering):
+              f_c on one frame, T^Z, g
   background  a new background under a cached character and motion: f_b, warp, g
 and each graph alone. Session creation and the first call are reported separately.
 """
@@ -47,9 +49,11 @@ def paths(renderer, batch: int, seed: int = 0) -> dict:
     character = Encoding("character", b.run("f_c", x=b.upload(x_c))["z"], batch, False)
     background = Encoding("background", b.run("f_b", x=b.upload(x_b))["z"], batch, False)
     motion = Encoding("motion", renderer.motion_arrays(x_t1, x_t2), batch, False)
+    reference = Encoding("character", b.run("f_c", x=b.upload(x_t1[:1]))["z"], 1, True)
     calls = {
         "full": lambda: renderer.render_arrays(x_c, x_t1, x_t2, x_b),
         "motion": lambda: renderer.drive(character, background, x_t1, x_t2),
+        "drive": lambda: renderer.drive(character, background, reference, x_t2),
         "background": lambda: renderer.compose_arrays(
             character, motion, Encoding("background", b.run("f_b", x=b.upload(x_b))["z"], batch, False),
             batch),

@@ -137,12 +137,18 @@ class Renderer:
         z_moved = b.run("t_z", z_t1=z_t1, z_t2=z_t2, z_c=z_c)["z_moved"]
         return b.download(b.run("g", z_char=z_moved, z_bg=z_b)["image"])
 
-    def drive(self, character: Encoding, background: Encoding, start: np.ndarray,
+    def drive(self, character: Encoding, background: Encoding, start: np.ndarray | Encoding,
               end: np.ndarray) -> np.ndarray:
         """A new motion on a cached character and background: frames float32 (B, 3, S, S) ->
-        images (B, 3, S, S). Runs f_c on the frames, T^Z (theta and its apply) and g."""
-        b, n = self.backend, len(start)
-        z_t1, z_t2 = b.split(b.run("f_c", x=b.upload(np.concatenate([start, end])))["z"], 2)
+        images (B, 3, S, S). Runs f_c on the frames, T^Z (theta and its apply) and g. `start`
+        may be encoded already (encode_character of the reference frame: f_c is the same
+        network), as when one reference frame drives a whole clip: then f_c runs on `end` only."""
+        b, n = self.backend, len(end)
+        if isinstance(start, Encoding):
+            z_t1 = b.repeat(start.data, n // start.count)
+            z_t2 = b.run("f_c", x=b.upload(end))["z"]
+        else:
+            z_t1, z_t2 = b.split(b.run("f_c", x=b.upload(np.concatenate([start, end])))["z"], 2)
         z_c = b.repeat(character.data, n // character.count)
         z_moved = b.run("t_z", z_t1=z_t1, z_t2=z_t2, z_c=z_c)["z_moved"]
         return b.download(b.run("g", z_char=z_moved, z_bg=b.repeat(background.data, n // background.count))["image"])
@@ -157,15 +163,15 @@ class Renderer:
         if not drive:
             raise InputError("drive: got no frames; expected a sequence of at least one image")
         character, background = self.encode_character(char), self.encode_background(bg)
-        first = self.images(drive[0], "drive[0]")  # says so if the clip gets resized ...
+        x0 = self.images(drive[0], "drive[0]")  # says so if the clip gets resized ...
+        reference = Encoding("character", self.backend.run("f_c", x=self.backend.upload(x0))["z"], 1, True)
         frames = []
         for k in range(0, len(drive), batch):
             with warnings.catch_warnings():  # ... once, not once per frame
                 warnings.simplefilter("ignore", ResizeWarning)
                 part = np.stack([to_array(x, self.image_size, f"drive[{k + i}]")
                                  for i, x in enumerate(drive[k:k + batch])])
-            frames.extend(to_uint8(self.drive(character, background,
-                                              np.repeat(first, len(part), axis=0), part)))
+            frames.extend(to_uint8(self.drive(character, background, reference, part)))
             if progress:
                 progress(len(frames), len(drive))
         return frames
