@@ -103,7 +103,7 @@ class Graphs:
     def __init__(self, model: SceneModel, compile: bool = False):
         t_z = model.t_z
         modules = {"f_c": model.f_c, "f_b": model.f_b, "t_z": t_z, "g": model.g,
-                   "warp": lambda theta, z_c: t_z.apply(theta, z_c)}
+                   "warp": lambda theta, origin, z_c: t_z.apply(t_z.recentre(theta, origin, t_z.centre(z_c)), z_c)}
         # dynamic=False: one specialised kernel set per batch size, as a latency-minded user would.
         self.run = {k: torch.compile(m, dynamic=False) if compile else m for k, m in modules.items()}
 
@@ -117,23 +117,23 @@ def paths(graphs: Graphs, cfg: dict, batch: int, seed: int = 0) -> dict:
     # Cached character, background and motion, made with the calls the paths use (so that a
     # compiled module meets no extra input shapes).
     z_c, z_t1, z_t2 = run["f_c"](torch.cat([x_c, x_t1, x_t2])).chunk(3)
-    z_b, (theta, _) = run["f_b"](x_b), run["t_z"](z_t1, z_t2, z_c)
+    z_b, (theta, origin, _) = run["f_b"](x_b), run["t_z"](z_t1, z_t2, z_c)
 
     def full():
         z_c, z_t1, z_t2 = run["f_c"](torch.cat([x_c, x_t1, x_t2])).chunk(3)
-        return run["g"](run["t_z"](z_t1, z_t2, z_c)[1], run["f_b"](x_b))
+        return run["g"](run["t_z"](z_t1, z_t2, z_c)[-1], run["f_b"](x_b))
 
     def motion():
         z_t1, z_t2 = run["f_c"](torch.cat([x_t1, x_t2])).chunk(2)
-        return run["g"](run["t_z"](z_t1, z_t2, z_c)[1], z_b)
+        return run["g"](run["t_z"](z_t1, z_t2, z_c)[-1], z_b)
 
     z_ref = run["f_c"](x_t1[:1]).expand(batch, -1, -1, -1)  # the cached reference frame
 
     def drive():
-        return run["g"](run["t_z"](z_ref, run["f_c"](x_t2), z_c)[1], z_b)
+        return run["g"](run["t_z"](z_ref, run["f_c"](x_t2), z_c)[-1], z_b)
 
     def background():
-        return run["g"](run["warp"](theta, z_c), run["f_b"](x_b))
+        return run["g"](run["warp"](theta, origin, z_c), run["f_b"](x_b))
 
     def features(n):
         return torch.randn(n, c, f, f, generator=gen)
@@ -143,7 +143,7 @@ def paths(graphs: Graphs, cfg: dict, batch: int, seed: int = 0) -> dict:
     return {"full": full, "motion": motion, "drive": drive, "background": background,
             "graph:f_c": lambda: run["f_c"](x3), "graph:f_b": lambda: run["f_b"](x_b),
             "graph:t_z": lambda: run["t_z"](z1, z2, z3), "graph:g": lambda: run["g"](z1, z2),
-            "graph:warp": lambda: run["warp"](theta, z1)}
+            "graph:warp": lambda: run["warp"](theta, origin, z1)}
 
 
 def bench(model: SceneModel, batches, runs: int, warmup: int, threads: int,

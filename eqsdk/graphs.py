@@ -10,6 +10,7 @@ from dataclasses import dataclass
 IMAGE = ("B", 3, "S", "S")  # RGB in [0, 1]
 FEATURES = ("B", "C", "F", "F")  # scene representation z
 THETA = ("B", 2, 3)  # affine, output -> input coordinates as in grid_sample
+POINT = ("B", 2)  # (x, y) in [-1, 1]: where a character is (the centre a motion acts about)
 
 
 @dataclass(frozen=True)
@@ -30,14 +31,15 @@ GRAPHS = {
         GraphSpec("f_c", {"x": IMAGE}, {"z": FEATURES}, "character encoder"),
         GraphSpec("f_b", {"x": IMAGE}, {"z": FEATURES}, "background encoder"),
         GraphSpec("t_z", {"z_t1": FEATURES, "z_t2": FEATURES, "z_c": FEATURES},
-                  {"theta": THETA, "z_moved": FEATURES},
-                  "learned transform T^Z(z_t1, z_t2), applied to z_c with GridSample"),
+                  {"theta": THETA, "origin": POINT, "z_moved": FEATURES},
+                  "learned transform T^Z(z_t1, z_t2), applied to z_c about its own centre with "
+                  "GridSample; origin: the centre of z_t1 that theta is relative to"),
         GraphSpec("g", {"z_char": FEATURES, "z_bg": FEATURES}, {"image": IMAGE},
                   "decoder of z_char + z_bg"),
         # Not one of the paper's four networks: T^Z's GridSample alone, so that a motion encoded
         # once (theta) moves any character without re-running T^Z.
-        GraphSpec("warp", {"theta": THETA, "z_c": FEATURES}, {"z_moved": FEATURES},
-                  "T^Z's transform-apply alone: theta o z_c with GridSample"),
+        GraphSpec("warp", {"theta": THETA, "origin": POINT, "z_c": FEATURES}, {"z_moved": FEATURES},
+                  "T^Z's transform-apply alone: theta (relative to origin) o z_c, with GridSample"),
     )
 }
 

@@ -1,7 +1,9 @@
 """Composes the graphs: render = g(T^Z(f_c(x_t1), f_c(x_t2)) o f_c(x_c) + f_b(x_b)) (§3).
 
 Each input can be encoded once and reused: a character (f_c), a background (f_b), a motion
-(theta of T^Z on a pair of frames). `compose` then re-runs only the transform-apply and g.
+(T^Z's theta on a pair of frames, and where the character was). `compose` then re-runs only the
+transform-apply and g. A motion acts about the moved character's own centre, as it acted about the
+driving character's.
 """
 from __future__ import annotations
 
@@ -18,8 +20,8 @@ from eqsdk.images import ImageLike, ResizeWarning, to_array, to_uint8
 
 @dataclass(frozen=True)
 class Encoding:
-    """An encoded input: `data` is the backend's tensor of `count` items (features z, or theta
-    for a motion). `single` when it was made from one image (or pair): composing only single
+    """An encoded input: `data` is the backend's tensor of `count` items (features z), or for a
+    motion the host arrays (theta (B, 2, 3), origin (B, 2)). `single` when it was made from one image (or pair): composing only single
     encodings returns one image rather than a batch."""
     kind: str  # "character", "background" or "motion"
     data: object
@@ -79,15 +81,17 @@ class Renderer:
         x1, x2 = self.images(start, "start"), self.images(end, "end")
         if len(x1) != len(x2):
             raise InputError(f"motion: {len(x1)} start and {len(x2)} end frames; expected as many of each")
-        theta = self.motion_arrays(x1, x2)
-        return Encoding("motion", theta, len(theta), is_one_image(start) and is_one_image(end))
+        theta, origin = self.motion_arrays(x1, x2)
+        return Encoding("motion", (theta, origin), len(theta), is_one_image(start) and is_one_image(end))
 
-    def motion_arrays(self, x_t1: np.ndarray, x_t2: np.ndarray) -> np.ndarray:
-        """theta (B, 2, 3) for frames float32 (B, 3, S, S); kept on the host (24 bytes each)."""
+    def motion_arrays(self, x_t1: np.ndarray, x_t2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """theta (B, 2, 3) and its origin (B, 2) for frames float32 (B, 3, S, S); kept on the
+        host (32 bytes a motion)."""
         b = self.backend
         z_t1, z_t2 = b.split(b.run("f_c", x=b.upload(np.concatenate([x_t1, x_t2])))["z"], 2)
         # The t_z graph also applies theta; give it z_t1 as the character, a cheap placeholder.
-        return b.download(b.run("t_z", z_t1=z_t1, z_t2=z_t2, z_c=z_t1)["theta"])
+        out = b.run("t_z", z_t1=z_t1, z_t2=z_t2, z_c=z_t1)
+        return b.download(out["theta"]), b.download(out["origin"])
 
     # Composing: only the transform-apply and g run.
     def compose(self, character: Encoding, motion: Encoding, background: Encoding) -> np.ndarray:
@@ -111,8 +115,9 @@ class Renderer:
                        n: int) -> np.ndarray:
         """compose for checked encodings of n or 1 items -> images float32 (n, 3, S, S)."""
         b = self.backend
-        theta = b.upload(np.repeat(motion.data, n // motion.count, axis=0))
-        z_moved = b.run("warp", theta=theta, z_c=b.repeat(character.data, n // character.count))["z_moved"]
+        theta, origin = (b.upload(np.repeat(a, n // motion.count, axis=0)) for a in motion.data)
+        z_moved = b.run("warp", theta=theta, origin=origin,
+                        z_c=b.repeat(character.data, n // character.count))["z_moved"]
         return b.download(b.run("g", z_char=z_moved, z_bg=b.repeat(background.data, n // background.count))["image"])
 
     # One call.
@@ -184,6 +189,7 @@ class Renderer:
         t0 = time.perf_counter()
         self.render_arrays(x, x, x, x)
         character = self.encode_character(x[0].transpose(1, 2, 0))
-        self.compose(character, Encoding("motion", np.array([[[1, 0, 0], [0, 1, 0]]], np.float32), 1, True),
+        identity = (np.array([[[1, 0, 0], [0, 1, 0]]], np.float32), np.zeros((1, 2), np.float32))
+        self.compose(character, Encoding("motion", identity, 1, True),
                      Encoding("background", character.data, 1, True))
         return time.perf_counter() - t0

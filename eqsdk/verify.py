@@ -18,6 +18,8 @@ def random_inputs(graph: str, config: dict, batch: int, seed: int, reference=Non
         shape = resolve(shape, config, batch)
         if name == "x":
             out[name] = rng.random(shape, dtype=np.float32)
+        elif name == "origin":
+            out[name] = rng.uniform(-0.3, 0.3, shape).astype(np.float32)
         elif name == "theta":
             out[name] = (np.array([[1, 0, 0], [0, 1, 0]], np.float32)
                          + 0.2 * rng.standard_normal(shape, dtype=np.float32))

@@ -30,14 +30,14 @@ TOLERANCE = 1e-4  # max abs difference, ONNX Runtime vs PyTorch, fp32
 
 
 class Warp(torch.nn.Module):
-    """theta o z_c: T^Z's GridSample alone."""
+    """theta o z_c about z_c's own centre: T^Z's transform-apply alone."""
 
     def __init__(self, t_z):
         super().__init__()
         self.t_z = t_z
 
-    def forward(self, theta, z_c):
-        return self.t_z.apply(theta, z_c)
+    def forward(self, theta, origin, z_c):
+        return self.t_z.apply(self.t_z.recentre(theta, origin, self.t_z.centre(z_c)), z_c)
 
 
 def graph_modules(model: SceneModel) -> dict[str, torch.nn.Module]:
@@ -52,8 +52,9 @@ def example_inputs(name: str, cfg: ModelConfig, batch: int, seed: int = 0) -> di
     if name in ("f_c", "f_b"):
         return {k: torch.rand(s, generator=gen) for k, s in shapes.items()}
     inputs = {k: torch.randn(s, generator=gen) for k, s in shapes.items()}
-    if "theta" in inputs:  # a plausible motion: near the identity
+    if "theta" in inputs:  # a plausible motion: near the identity, about a point on the canvas
         inputs["theta"] = torch.tensor([[1.0, 0, 0], [0, 1, 0]]) + 0.2 * inputs["theta"]
+        inputs["origin"] = 0.3 * inputs["origin"]
     return inputs
 
 

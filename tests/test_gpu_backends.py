@@ -37,10 +37,12 @@ def graph_inputs(cpu: OrtCpuBackend, graph: str, batch: int, seed: int) -> dict[
     image = lambda: rng.random((batch, 3, s, s), dtype=np.float32)  # noqa: E731
     if graph in ("f_c", "f_b"):
         return {"x": image()}
-    inputs = {k: cpu.run("f_c", x=image())["z"] for k in GRAPHS[graph].inputs if k != "theta"}
+    inputs = {k: cpu.run("f_c", x=image())["z"] for k in GRAPHS[graph].inputs
+              if k not in ("theta", "origin")}
     if graph == "warp":
         identity = np.float32([[1, 0, 0], [0, 1, 0]])
         inputs["theta"] = identity + 0.1 * rng.standard_normal((batch, 2, 3), dtype=np.float32)
+        inputs["origin"] = rng.uniform(-0.3, 0.3, (batch, 2)).astype(np.float32)
     return inputs
 
 

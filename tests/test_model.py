@@ -22,7 +22,7 @@ def test_shapes(model):
     x = torch.rand(3, 3, 64, 64)
     z = model.f_c(x)
     assert z.shape == model.f_b(x).shape == (3, 16, 16, 16)
-    theta, moved = model.t_z(z, z.flip(0), z)
+    theta, origin, moved = model.t_z(z, z.flip(0), z)
     assert theta.shape == (3, 2, 3) and moved.shape == z.shape
     assert model.g(moved, z).shape == (3, 3, 64, 64)
     assert model(x, x, x, x).shape == (3, 3, 64, 64)
@@ -30,7 +30,7 @@ def test_shapes(model):
 
 def test_tz_starts_as_the_identity(model):
     z = torch.randn(4, 16, 16, 16)
-    theta, moved = model.t_z(z, torch.randn_like(z), z)
+    theta, _, moved = model.t_z(z, torch.randn_like(z), z)
     identity = torch.tensor([[1.0, 0, 0], [0, 1, 0]]).expand(4, 2, 3)
     assert torch.equal(theta, identity)
     torch.testing.assert_close(moved, z, atol=1e-5, rtol=0)
@@ -72,3 +72,21 @@ def test_growing_the_decoder_keeps_the_render(model):
     x = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(grown(x, x, x.flip(0), x), model(x, x, x.flip(0), x))
+
+
+def test_a_motion_acts_about_the_moved_characters_own_centre(model):
+    theta = torch.tensor([[[0.9, -0.3, 0.1], [0.3, 0.9, -0.2]]])
+    origin, centre = torch.tensor([[-0.4, 0.2]]), torch.tensor([[0.3, -0.1]])
+    torch.testing.assert_close(model.t_z.recentre(theta, origin, origin), theta)
+    moved = model.t_z.recentre(theta, origin, centre)
+    p = torch.rand(5, 2) * 2 - 1
+    apply = lambda t, q: q @ t[0, :, :2].T + t[0, :, 2]  # noqa: E731
+    d = centre - origin
+    torch.testing.assert_close(apply(moved, p + d), apply(theta, p) + d)  # same motion, shifted by d
+
+
+def test_centre_finds_the_character(model):
+    z = torch.zeros(1, 16, 16, 16)
+    z[0, :, 2:4, 11:13] = torch.randn(16, 2, 2)  # a character at rows 2-3, columns 11-12
+    x, y = model.t_z.centre(z)[0].tolist()
+    assert abs(x - (12 / 16 * 2 - 1)) < 0.05 and abs(y - (3 / 16 * 2 - 1)) < 0.05

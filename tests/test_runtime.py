@@ -164,9 +164,8 @@ def test_compose_broadcasts_batches(tiny_bundle, scene):
 
 def test_motions_differ_and_identity_motion_keeps_the_character(tiny_bundle, scene):
     r = eqsdk.load(tiny_bundle[0])
-    still = r.encode_motion(scene[3], scene[3]).data
-    moved = r.encode_motion(scene[3], scene[4]).data
-    assert still.shape == moved.shape == (1, 2, 3)
+    (still, origin), (moved, _) = r.encode_motion(scene[3], scene[3]).data, r.encode_motion(scene[3], scene[4]).data
+    assert still.shape == moved.shape == (1, 2, 3) and origin.shape == (1, 2)
     assert np.abs(still - moved).max() > 1e-3
 
 

@@ -156,9 +156,29 @@ class Transform(nn.Module):
         grid = affine_grid(theta.to(z.dtype), self.base.to(z.dtype))
         return F.grid_sample(z, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
+    def centre(self, z):
+        """Where the character is: the centroid (x, y) in [-1, 1] of the features' energy about
+        their spatial mean, (B, C, F, F) -> (B, 2)."""
+        z = z.float()
+        energy = (z - z.mean(dim=(2, 3), keepdim=True)).square().sum(1).flatten(1)  # (B, F*F)
+        weights = energy / (energy.sum(1, keepdim=True) + 1e-12)
+        return torch.matmul(weights, self.base.flatten(0, 1)[:, :2])
+
+    @staticmethod
+    def recentre(theta, origin, centre):
+        """theta learned on a character at `origin`, moved to act about `centre` instead:
+        theta'(p) = theta(p - d) + d with d = centre - origin. T^Z's affine rotates about the
+        character it saw move; a character elsewhere must turn about its own position, as the
+        ground truth of the Transformation manipulation does. In training x_c = x_t1: d = 0."""
+        a, b = theta[:, :, :2], theta[:, :, 2]
+        d = (centre - origin).to(theta.dtype)
+        return torch.cat([a, (b - torch.matmul(a, d.unsqueeze(-1)).squeeze(-1) + d).unsqueeze(-1)], dim=2)
+
     def forward(self, z_t1, z_t2, z_c):
-        theta = self.theta(z_t1, z_t2)
-        return theta, self.apply(theta, z_c)
+        """-> theta, the centre of z_t1 it is relative to (origin), and z_c moved about its own
+        centre."""
+        theta, origin = self.theta(z_t1, z_t2), self.centre(z_t1)
+        return theta, origin, self.apply(self.recentre(theta, origin, self.centre(z_c)), z_c)
 
 
 class SceneModel(nn.Module):
@@ -171,7 +191,7 @@ class SceneModel(nn.Module):
 
     def forward(self, x_c, x_t1, x_t2, x_b):
         """h(x_c, x_t1, x_t2, x_b) of §3: images (B, 3, S, S) -> image (B, 3, S, S)."""
-        _, z_moved = self.t_z(self.f_c(x_t1), self.f_c(x_t2), self.f_c(x_c))
+        *_, z_moved = self.t_z(self.f_c(x_t1), self.f_c(x_t2), self.f_c(x_c))
         return self.g(z_moved, self.f_b(x_b))
 
     def losses(self, x1, x2, keep_char: torch.Tensor | None = None) -> dict[str, torch.Tensor]:

@@ -51,6 +51,8 @@ class OrtCpuBackend(Backend):
                  spinning: bool = False):
         super().__init__(directory, manifest)
         self.threads = threads or default_threads()
+        mixed = manifest.get("precision", "fp32")  # a quantised bundle: {"int8": [graphs], ...}
+        self.precision = mixed if isinstance(mixed, str) else "int8 (" + ", ".join(mixed["int8"]) + ")"
         opts = session_options(self.threads, spinning)
         self.sessions = {g: open_session(self.graph_path(g), g, manifest["config"], opts,
                                          ["CPUExecutionProvider"]) for g in GRAPHS}
@@ -63,4 +65,4 @@ class OrtCpuBackend(Backend):
     def describe(self) -> str:
         import onnxruntime as ort
 
-        return f"ONNX Runtime {ort.__version__} CPUExecutionProvider, {self.threads} threads, fp32"
+        return f"ONNX Runtime {ort.__version__} CPUExecutionProvider, {self.threads} threads, {self.precision}"
