@@ -1,4 +1,5 @@
-"""A non-editable install carries the bundled model as package data."""
+"""A non-editable install carries every module of eqsdk and the bundled model as package data."""
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -11,7 +12,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_wheel_contains_every_bundled_model(tmp_path):
-    subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation",
+    # From a clean copy, as on a fresh machine: a stale egg-info or build/ here can hide a
+    # package that pyproject.toml forgot.
+    src = shutil.copytree(ROOT, tmp_path / "src", ignore=shutil.ignore_patterns(
+        ".*", "*.egg-info", "build", "runs", "__pycache__"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "--no-build-isolation",
                     "-q", "-w", str(tmp_path)], check=True, capture_output=True)
     (wheel,) = tmp_path.glob("eqsdk-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
@@ -19,3 +24,6 @@ def test_wheel_contains_every_bundled_model(tmp_path):
         for file in [MANIFEST, *(spec.file for spec in GRAPHS.values())]:
             assert f"eqsdk/models/{model}/{file}" in names
     assert not any(n.startswith(("train/", "export/", "tests/")) for n in names)
+    package = ROOT / "eqsdk"
+    for module in package.rglob("*.py"):  # subpackages too: a forgotten one breaks every install
+        assert f"eqsdk/{module.relative_to(package).as_posix()}" in names
