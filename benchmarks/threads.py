@@ -12,13 +12,13 @@ import argparse
 import json
 import os
 import platform
-import time
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
 from eqsdk.backends.ort_cpu import OrtCpuBackend
+from eqsdk.bench import time_calls
 from eqsdk.bundle import bundle_dir, read_manifest
 from eqsdk.renderer import Renderer
 
@@ -26,17 +26,7 @@ from eqsdk.renderer import Renderer
 def time_renders(renderer: Renderer, runs: int, warmup: int = 20) -> dict:
     rng = np.random.default_rng(0)
     x = [rng.random((1, 3, 64, 64), dtype=np.float32) for _ in range(4)]
-    for _ in range(warmup):
-        renderer.render_arrays(*x)
-    times = np.empty(runs)
-    for k in range(runs):
-        t0 = time.perf_counter()
-        renderer.render_arrays(*x)
-        times[k] = time.perf_counter() - t0
-    ms = times * 1e3
-    return {"median_ms": float(np.median(ms)), "p90_ms": float(np.percentile(ms, 90)),
-            "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean()),
-            "min_ms": float(ms.min()), "runs": runs}
+    return time_calls(lambda: renderer.render_arrays(*x), runs, warmup)
 
 
 def main() -> None:
