@@ -42,8 +42,11 @@ def mse(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
     return (a - b).square().mean(dim=(1, 2, 3)).numpy()
 
 
-def summary(values: np.ndarray) -> dict:
+def summary(values: np.ndarray) -> dict | None:
+    """Mean, median, spread and 95% CI of per-example values; None when there are none."""
     n = len(values)
+    if n == 0:
+        return None
     return {"mean": float(values.mean()), "median": float(np.median(values)),
             "std": float(values.std()), "ci95": float(1.96 * values.std() / math.sqrt(n)),
             "q1": float(np.percentile(values, 25)), "q3": float(np.percentile(values, 75)), "n": n}

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shlex
 import sys
 import time
@@ -40,6 +39,7 @@ from matplotlib.colors import CSS4_COLORS, to_rgb  # noqa: E402
 
 from train import lpc  # noqa: E402
 from train.datasets import load_sprites  # noqa: E402
+from train.evaluate import summary  # noqa: E402
 from train.model import load_checkpoint  # noqa: E402
 
 CANVASES = {"white": lpc.WHITE, "grey": to_rgb(CSS4_COLORS["gray"])}  # grey: 128/255 (§4.4, 'Ours-BG')
@@ -61,15 +61,6 @@ def region_mse(pred: torch.Tensor, truth: torch.Tensor, region: torch.Tensor | N
     if region is None:
         return sq.mean(dim=(1, 2, 3)).numpy()
     return ((sq * region).sum(dim=(1, 2, 3)) / (3 * region.sum(dim=(1, 2, 3)))).numpy()
-
-
-def summary(values: np.ndarray) -> dict | None:
-    n = len(values)
-    if n == 0:
-        return None
-    return {"mean": float(values.mean()), "median": float(np.median(values)), "std": float(values.std()),
-            "ci95": float(1.96 * values.std() / math.sqrt(n)),
-            "q1": float(np.percentile(values, 25)), "q3": float(np.percentile(values, 75)), "n": n}
 
 
 @torch.no_grad()
