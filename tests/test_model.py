@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from dataclasses import replace
 
-from train.model import ModelConfig, SceneModel, affine_grid, base_grid, grow_from
+from train.model import ModelConfig, SceneModel, Transform, affine_grid, base_grid, grow_from
 from train.moving_mnist import MovingMNIST
 
 TINY = ModelConfig(channels=16, res_blocks=1, tz_hidden=16)
@@ -40,6 +40,30 @@ def test_tz_depends_on_input_order(model):
     torch.nn.init.normal_(model.t_z.head[-1].weight, std=0.1)
     a, b = torch.randn(2, 1, 16, 16, 16)
     assert not torch.allclose(model.t_z.theta(a, b), model.t_z.theta(b, a))
+
+
+def test_rigid_fit_recovers_a_rotation_and_translation():
+    angle = torch.tensor(0.4)
+    r = torch.stack([torch.stack([angle.cos(), -angle.sin()]), torch.stack([angle.sin(), angle.cos()])])
+    points = torch.rand(3, 8, 2) * 2 - 1
+    moved = points @ r.T + torch.tensor([0.1, -0.3])
+    theta = Transform.rigid_fit(points, moved, eps=0)
+    expected = torch.cat([r, torch.tensor([[0.1], [-0.3]])], dim=1).expand(3, 2, 3)
+    torch.testing.assert_close(theta, expected, atol=1e-5, rtol=0)
+    bunched = torch.zeros(1, 8, 2)  # no spread, no angle: the identity rotation
+    torch.testing.assert_close(Transform.rigid_fit(bunched, bunched)[:, :, :2], torch.eye(2)[None])
+
+
+def test_procrustes_tz_follows_its_keypoints_from_an_identity_start():
+    torch.manual_seed(0)
+    t_z = SceneModel(replace(TINY, tz_procrustes=True)).t_z
+    torch.nn.init.normal_(t_z.keypoints.weight, std=2.0)  # keypoints that lock onto the character
+    z = torch.zeros(2, 16, 16, 16)
+    z[:, :, 6:10, 4:8] = torch.randn(2, 16, 4, 4).abs() * 3  # a character left of centre
+    torch.testing.assert_close(t_z.theta(z, z), torch.eye(2, 3).expand(2, 2, 3), atol=1e-5, rtol=0)
+    shifted = z.roll(3, dims=3)  # the character moved 3 cells right (x grows): theta maps back left
+    theta = t_z.theta(z, shifted)
+    assert (theta[:, 0, 2] < -0.1).all() and theta[:, 1, 2].abs().max() < theta[:, 0, 2].abs().min()
 
 
 def test_plain_op_grid_matches_affine_grid():

@@ -107,7 +107,10 @@ def main(argv=None) -> None:
     p.add_argument("--init-from", type=Path, help="start from this checkpoint's weights (a new run: "
                    "own step count, schedule and optimiser; extra decoder layers start as identity)")
     for f, v in asdict(ModelConfig()).items():
-        p.add_argument("--" + f.replace("_", "-"), type=type(v), default=v)
+        if isinstance(v, bool):
+            p.add_argument("--" + f.replace("_", "-"), action=argparse.BooleanOptionalAction, default=v)
+        else:
+            p.add_argument("--" + f.replace("_", "-"), type=type(v), default=v)
     for f, v in asdict(TrainConfig()).items():
         if isinstance(v, bool):
             p.add_argument("--" + f.replace("_", "-"), action=argparse.BooleanOptionalAction, default=v)
