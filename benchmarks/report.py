@@ -97,21 +97,28 @@ def comparison(r: dict) -> dict:
     return out
 
 
+def budget_note(settings: dict) -> str:
+    if not settings.get("budget_s"):
+        return ""
+    return (f"; a row slower than that in {settings['budget_s']:g} s gets as many runs as fit (at "
+            "least 20, column runs) after a tenth as many warm-up runs")
+
+
 def fmt(x: float | None, spec: str = ".3f") -> str:
     return "–" if x is None else format(x, spec)
 
 
 def latency_table(r: dict) -> list[str]:
-    lines = ["| batch | path | ORT median ms | ORT p99 ms | PyTorch eager median ms | eager p99 ms | "
+    lines = ["| batch | path | runs | ORT median ms | ORT p99 ms | PyTorch eager median ms | eager p99 ms | "
              "ORT / eager | torch.compile median ms | ORT / compile | renders/s (ORT) | "
              "ORT GFLOP/s | % of FP32 peak |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for batch, row in r["comparison"].items():
         for path, c in row.items():
             st = r["ort"]["batches"][batch][path]
             p99e = r["torch_eager"]["batches"][batch][path]["p99_ms"]
             rps = fmt(st["renders_per_s"], ",.0f") if "renders_per_s" in st else ""
-            lines.append(f"| {batch} | {path} | {c['ort_median_ms']:.3f} | {st['p99_ms']:.3f} | "
+            lines.append(f"| {batch} | {path} | {st['runs']} | {c['ort_median_ms']:.3f} | {st['p99_ms']:.3f} | "
                          f"{c['eager_median_ms']:.3f} | {p99e:.3f} | {c['ort_over_eager']:.2f} | "
                          f"{fmt(c['compile_median_ms'])} | {fmt(c['ort_over_compile'], '.2f')} | {rps} | "
                          f"{c['ort_gflops']:.1f} | {c['ort_fraction_of_fp32_peak']:.0%} |")
@@ -160,7 +167,7 @@ def markdown(r: dict) -> str:
              f"python {env['python']}. Threads: ONNX Runtime {env['threads']['onnxruntime']}; "
              f"PyTorch {env['threads']['torch']}, fp32, under torch.inference_mode.",
              f"Statistics over {r['settings']['runs']} timed runs after {r['settings']['warmup']} "
-             "warm-up runs per row (median, not mean).", ""]
+             "warm-up runs per row (median, not mean)" + budget_note(r['settings']) + ".", ""]
     if env["load_average_at_start"][0] > BUSY_LOAD:
         lines += [f"**Warning: the machine was busy (1-minute load average {env['load_average_at_start'][0]:.2f} "
                   "before the suite started): these figures are not representative. PyTorch's OpenMP "

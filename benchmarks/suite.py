@@ -63,7 +63,8 @@ def measure_int8(directory: Path, renderer, args, threads: int) -> dict:
         manifest = quantize.quantize_bundle(directory, int8_dir, renderer, args.calibration)
         out = {"quantize_s": time.perf_counter() - t0, "precision": manifest["precision"],
                "kernels": quantize.optimized_ops(int8_dir, threads)}
-        out["ort"] = bench(int8_dir, batches=args.batch, runs=args.runs, warmup=args.warmup)
+        out["ort"] = bench(int8_dir, batches=args.batch, runs=args.runs, warmup=args.warmup,
+                           budget_s=args.budget)
         # The CPU backend describes every bundle as fp32; say what this one is.
         out["ort"]["environment"]["precision"] = "int8 (f_c, f_b, g; QDQ) and fp32 (t_z, warp)"
         out["quality"] = quantize.quality(renderer, eqsdk.load(int8_dir), args.examples)
@@ -76,11 +77,13 @@ def run(args) -> dict:
     directory = bundle_dir(args.model)
     results = {"command": "python benchmarks/suite.py " + shlex.join(args.argv),
                "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "environment": environment(threads),
-               "settings": {"runs": args.runs, "warmup": args.warmup, "batches": args.batch}}
+               "settings": {"runs": args.runs, "warmup": args.warmup, "budget_s": args.budget,
+                            "batches": args.batch}}
     step = lambda name: print(f"[{time.strftime('%H:%M:%S')}] {name}", file=sys.stderr, flush=True)  # noqa: E731
 
     step("ONNX Runtime fp32")
-    results["ort"] = bench(args.model, batches=args.batch, runs=args.runs, warmup=args.warmup)
+    results["ort"] = bench(args.model, batches=args.batch, runs=args.runs, warmup=args.warmup,
+                           budget_s=args.budget)
     renderer = eqsdk.load(args.model)
     if not args.skip_int8:
         step("int8: quantize, time, quality")
@@ -93,12 +96,13 @@ def run(args) -> dict:
     results["parity"] = {"max_abs_diff_render": diff, "tolerance": PARITY_TOLERANCE,
                          "passed": diff <= PARITY_TOLERANCE, "weights": found}
     step("PyTorch eager")
-    results["torch_eager"] = torch_reference.bench(model, args.batch, args.runs, args.warmup, threads)
+    results["torch_eager"] = torch_reference.bench(model, args.batch, args.runs, args.warmup, threads,
+                                                   budget_s=args.budget)
     if not args.skip_compile:
         step("torch.compile")
         try:
             results["torch_compile"] = torch_reference.bench(model, args.batch, args.runs, args.warmup,
-                                                             threads, compile=True)
+                                                             threads, compile=True, budget_s=args.budget)
         except Exception as e:  # inductor needs a C++ toolchain and may reject an op; record why
             results["torch_compile"] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:500]}"}
 
@@ -120,6 +124,9 @@ def parse(argv=None):
     p.add_argument("--out", type=Path, required=True, help="directory for results.json/.md, latency.png")
     p.add_argument("--runs", type=int, default=200, help="timed runs per measurement")
     p.add_argument("--warmup", type=int, default=20, help="untimed runs before each measurement")
+    p.add_argument("--budget", type=float, default=2.0,
+                   help="seconds per measurement: slower rows (large batches) get fewer runs, at "
+                        "least 20; the count is in the report (0: always --runs)")
     p.add_argument("--batch", type=int, nargs="+", default=[1, 8, 32], help="batch sizes")
     p.add_argument("--skip-compile", action="store_true", help="no torch.compile measurement")
     p.add_argument("--skip-int8", action="store_true", help="no int8 quantization and measurement")

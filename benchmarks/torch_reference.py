@@ -147,7 +147,7 @@ def paths(graphs: Graphs, cfg: dict, batch: int, seed: int = 0) -> dict:
 
 
 def bench(model: SceneModel, batches, runs: int, warmup: int, threads: int,
-          compile: bool = False) -> dict:
+          compile: bool = False, budget_s: float | None = None) -> dict:
     """Same statistics as eqsdk.bench.bench, for PyTorch on `threads` threads under
     inference_mode. With compile, the first call of each path at each batch (which compiles) is
     timed separately as compile_s."""
@@ -166,7 +166,7 @@ def bench(model: SceneModel, batches, runs: int, warmup: int, threads: int,
                 t0 = time.perf_counter()
                 fn()
                 compile_s[f"{batch}/{name}"] = time.perf_counter() - t0
-                row[name] = time_calls(fn, runs, warmup)
+                row[name] = time_calls(fn, runs, warmup, budget_s)
                 if not name.startswith("graph:"):
                     row[name]["renders_per_s"] = batch / (row[name]["median_ms"] / 1e3)
             compile_s[f"{batch}/inputs"] = setup

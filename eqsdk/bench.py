@@ -28,7 +28,16 @@ def stats(seconds: np.ndarray) -> dict:
             "min_ms": float(ms.min()), "max_ms": float(ms.max()), "runs": len(ms)}
 
 
-def time_calls(fn, runs: int, warmup: int) -> dict:
+def time_calls(fn, runs: int, warmup: int, budget_s: float | None = None, min_runs: int = 20) -> dict:
+    """`runs` timed calls after `warmup` untimed ones. With budget_s, a slow call (a large batch)
+    gets fewer: as many as fit in budget_s, never fewer than min_runs, with a warm-up of a tenth
+    of them; the count is in the result."""
+    if budget_s is not None:
+        t0 = time.perf_counter()
+        fn()
+        fit = int(budget_s / max(time.perf_counter() - t0, 1e-9))
+        runs = max(min(runs, min_runs), min(runs, fit))
+        warmup = min(warmup, max(2, runs // 10))
     for _ in range(warmup):
         fn()
     times = np.empty(runs)
@@ -111,8 +120,10 @@ def environment(renderer) -> dict:
 
 
 def bench(model: str, backend: str = "cpu", batches=(1, 8, 32), runs: int = 200,
-          warmup: int = 20, threads: int | None = None, precision: str = "fp32") -> dict:
-    """Everything `eqsdk bench` reports for one backend (see the module doc)."""
+          warmup: int = 20, threads: int | None = None, precision: str = "fp32",
+          budget_s: float | None = None) -> dict:
+    """Everything `eqsdk bench` reports for one backend (see the module doc); budget_s caps the
+    time of each measurement (time_calls)."""
     import eqsdk
 
     t0 = time.perf_counter()
@@ -123,7 +134,7 @@ def bench(model: str, backend: str = "cpu", batches=(1, 8, 32), runs: int = 200,
     for batch in batches:
         row = {}
         for name, fn in paths(renderer, batch).items():
-            row[name] = time_calls(fn, runs, warmup)
+            row[name] = time_calls(fn, runs, warmup, budget_s)
             if not name.startswith("graph:"):
                 row[name]["renders_per_s"] = batch / (row[name]["median_ms"] / 1e3)
         results[str(batch)] = row

@@ -1,12 +1,14 @@
 """The latency suite (benchmarks/suite.py) on the tiny random bundle, with tiny run counts: the
 report is complete and PyTorch renders what eqsdk renders. No timing assertions."""
 import json
+import time
 
 import numpy as np
 import pytest
 import torch
 
 from benchmarks import suite, torch_reference
+from eqsdk.bench import time_calls
 from train.model import load_checkpoint
 
 
@@ -18,6 +20,14 @@ def test_model_from_bundle_is_the_checkpoint(tiny_bundle, tiny_checkpoint):
     assert found["from_graph"] == [f"t_z.features.{i}.{p}" for i in (1, 4, 7) for p in ("weight", "bias")]
     for key in want:
         torch.testing.assert_close(got[key], want[key], rtol=0, atol=0, msg=key)
+
+
+def test_a_time_budget_gives_slow_calls_fewer_runs_but_never_too_few():
+    calls = []
+    slow = lambda: (calls.append(1), time.sleep(0.01))  # noqa: E731
+    st = time_calls(slow, runs=200, warmup=20, budget_s=0.1, min_runs=3)
+    assert 3 <= st["runs"] <= 10 and len(calls) < 20
+    assert time_calls(lambda: None, runs=50, warmup=1, budget_s=0.1)["runs"] == 50  # fast: all runs
 
 
 @pytest.fixture(scope="module")
