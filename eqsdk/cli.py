@@ -167,11 +167,12 @@ def verify(model) -> None:
 
 @cli.command()
 @click.option("--char", required=True, metavar="IMAGE", help="image whose character is animated")
-@click.option("--bg", required=True, metavar="IMAGE", help="image whose background is used")
+@click.option("--bg", metavar="IMAGE", help="image whose background is used [default: CHAR's own]")
 @click.option("--drive", required=True, metavar="CLIP",
               help="driving clip: GIF, animated PNG/WebP, folder of frames, or video (.mp4, ...)")
-@click.option("-o", "--output", required=True, metavar="OUT",
-              help="clip to write: .gif, .mp4 (.mov, .mkv, .avi) or a folder of PNG frames")
+@click.option("-o", "--output", metavar="OUT",
+              help="clip to write: .gif, .mp4 (.mov, .mkv, .avi) or a folder of PNG frames "
+                   "[default: CHAR-DRIVE.gif in the current directory]")
 @click.option("--fps", type=click.FloatRange(0, min_open=True),
               help="output frame rate [default: the driving clip's, else 10]")
 @click.option("--side-by-side", is_flag=True, help="put each driving frame left of its output frame")
@@ -180,19 +181,23 @@ def verify(model) -> None:
 @click.option("--scale", default=1, type=click.IntRange(1, 32), help="upscale the output N times for viewing")
 @click.option("--force", is_flag=True, help="overwrite the output if it exists")
 def animate(char, bg, drive, output, fps, side_by_side, model, backend, scale, force) -> None:
-    """Animate the character of CHAR on the background of BG: frame k moves it as the driving
-    character moved from the clip's first frame to frame k.
+    """Animate the character of CHAR on the background of BG (or its own): frame k moves it as
+    the driving character moved from the clip's first frame to frame k.
 
     \b
-    Example:
+    Examples:
       eqsdk animate --char examples/case1/char.png --bg examples/case1/bg.png \\
           --drive examples/drive/drive.gif -o out.gif --side-by-side --scale 4
+      eqsdk animate --model sprites --char examples/sprites/knight.png \\
+          --drive examples/sprites/walk_sequence.gif
 
     Video files (.mp4, ...) need: pip install 'eqsdk[video]'
     """
     import eqsdk
     from eqsdk import video
 
+    bg = bg or char
+    output = output or f"{Path(char).stem}-{Path(drive).stem}.gif"
     video.check_clip_output(Path(output), overwrite=force)  # before any work
     frames, clip_fps = video.read_clip(drive)
     renderer = eqsdk.load(model, backend=backend)

@@ -168,6 +168,15 @@ def test_cli_writes_the_clip(tmp_path, capsys, bundled, drive):
     assert len(err.strip().splitlines()) == 1, err
 
 
+def test_cli_defaults_to_the_characters_own_background_and_a_named_output(tmp_path, monkeypatch, bundled, drive):
+    monkeypatch.chdir(tmp_path)
+    assert main(["animate", "--char", str(CHAR), "--drive", str(DRIVE)]) == 0
+    frames, _ = eqsdk.read_clip(tmp_path / f"{CHAR.stem}-{DRIVE.stem}.gif")
+    expected = bundled.animate(CHAR, CHAR, drive)
+    assert np.mean([np.abs(a.astype(int) - b).mean() for a, b in zip(frames, expected)]) < 2
+    assert main(["animate", "--char", str(CHAR), "--drive", str(DRIVE)]) == 2  # never overwritten
+
+
 def test_cli_side_by_side_scale_fps_and_folder_input(tmp_path, capsys, tiny_bundle, drive):
     src = tmp_path / "src"
     eqsdk.save_clip(drive[:4], src)
