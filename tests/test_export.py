@@ -36,7 +36,7 @@ def test_graph_matches_pytorch_at_other_batch_sizes(tiny_bundle, tiny_checkpoint
             np.testing.assert_allclose(got[key], r.numpy(), atol=TOLERANCE, rtol=0)
 
 
-def test_procrustes_tz_exports_with_parity(tmp_path):
+def test_rigid_tz_exports_with_parity(tmp_path):
     from dataclasses import replace
 
     from export.to_onnx import export_bundle
@@ -44,13 +44,13 @@ def test_procrustes_tz_exports_with_parity(tmp_path):
     from tests.conftest import TINY
 
     torch.manual_seed(1)
-    cfg = replace(TINY, tz_procrustes=True)
+    cfg = replace(TINY, tz_rigid=True)
     model = SceneModel(cfg)
-    torch.nn.init.normal_(model.t_z.keypoints.weight, std=1.0)  # sharp keypoints: a real rigid fit
-    ckpt = tmp_path / "procrustes.pt"
+    torch.nn.init.normal_(model.t_z.head[-1].weight, std=0.05)  # T^Z moves
+    ckpt = tmp_path / "rigid.pt"
     torch.save({"model": model.state_dict(), "model_config": cfg.to_dict(), "step": 0, "samples": 0,
                 "elapsed": 0.0, "train_config": {}, "command": "tests"}, ckpt)
-    manifest = export_bundle(ckpt, tmp_path / "bundle", "procrustes")
+    manifest = export_bundle(ckpt, tmp_path / "bundle", "rigid")
     assert max(manifest["parity_max_abs_diff"].values()) <= TOLERANCE
 
 

@@ -42,28 +42,26 @@ def test_tz_depends_on_input_order(model):
     assert not torch.allclose(model.t_z.theta(a, b), model.t_z.theta(b, a))
 
 
-def test_rigid_fit_recovers_a_rotation_and_translation():
-    angle = torch.tensor(0.4)
-    r = torch.stack([torch.stack([angle.cos(), -angle.sin()]), torch.stack([angle.sin(), angle.cos()])])
-    points = torch.rand(3, 8, 2) * 2 - 1
-    moved = points @ r.T + torch.tensor([0.1, -0.3])
-    theta = Transform.rigid_fit(points, moved, eps=0)
-    expected = torch.cat([r, torch.tensor([[0.1], [-0.3]])], dim=1).expand(3, 2, 3)
-    torch.testing.assert_close(theta, expected, atol=1e-5, rtol=0)
-    bunched = torch.zeros(1, 8, 2)  # no spread, no angle: the identity rotation
-    torch.testing.assert_close(Transform.rigid_fit(bunched, bunched)[:, :, :2], torch.eye(2)[None])
+def test_nearest_rigid_is_the_polar_factor_and_keeps_translation():
+    theta = torch.randn(16, 2, 3)
+    rigid = Transform.nearest_rigid(theta, eps=0)
+    u, _, vh = torch.linalg.svd(theta[:, :, :2])
+    polar = u @ vh  # the nearest orthogonal matrix
+    keep = torch.linalg.det(polar) > 0  # a reflection's nearest rotation is another matter
+    torch.testing.assert_close(rigid[keep, :, :2], polar[keep], atol=1e-5, rtol=0)
+    torch.testing.assert_close(rigid[:, :, 2], theta[:, :, 2])
+    det = torch.linalg.det(rigid[:, :, :2])
+    torch.testing.assert_close(det, torch.ones(16), atol=1e-5, rtol=0)
 
 
-def test_procrustes_tz_follows_its_keypoints_from_an_identity_start():
+def test_rigid_tz_starts_as_the_identity_and_stays_rigid():
     torch.manual_seed(0)
-    t_z = SceneModel(replace(TINY, tz_procrustes=True)).t_z
-    torch.nn.init.normal_(t_z.keypoints.weight, std=2.0)  # keypoints that lock onto the character
-    z = torch.zeros(2, 16, 16, 16)
-    z[:, :, 6:10, 4:8] = torch.randn(2, 16, 4, 4).abs() * 3  # a character left of centre
-    torch.testing.assert_close(t_z.theta(z, z), torch.eye(2, 3).expand(2, 2, 3), atol=1e-5, rtol=0)
-    shifted = z.roll(3, dims=3)  # the character moved 3 cells right (x grows): theta maps back left
-    theta = t_z.theta(z, shifted)
-    assert (theta[:, 0, 2] < -0.1).all() and theta[:, 1, 2].abs().max() < theta[:, 0, 2].abs().min()
+    t_z = SceneModel(replace(TINY, tz_rigid=True)).t_z
+    z = torch.randn(2, 16, 16, 16)
+    torch.testing.assert_close(t_z.theta(z, z.flip(0)), torch.eye(2, 3).expand(2, 2, 3), atol=1e-5, rtol=0)
+    torch.nn.init.normal_(t_z.head[-1].weight, std=0.1)
+    a = t_z.theta(z, z.flip(0))[:, :, :2]
+    torch.testing.assert_close(a @ a.transpose(1, 2), torch.eye(2).expand(2, 2, 2), atol=1e-5, rtol=0)
 
 
 def test_plain_op_grid_matches_affine_grid():

@@ -20,7 +20,7 @@ class ModelConfig:
     tz_hidden: int = 128  # width of T^Z's fully connected layer
     tz_keypoints: int = 8  # spatial-softmax keypoints whose positions T^Z sees (0: none)
     decoder_extra: int = 0  # extra 3x3 conv layers in g at each upsampled resolution (sharper edges)
-    tz_procrustes: bool = False  # T^Z = rigid fit of its keypoints (z_t2 -> z_t1) + a learned residual
+    tz_rigid: bool = False  # T^Z's linear part projected onto the nearest rotation (no scale, shear)
 
     @property
     def feature_size(self) -> int:
@@ -134,12 +134,10 @@ class Transform(nn.Module):
         self.keypoints = nn.Conv2d(c, k, 1) if k else None
         self.head = nn.Sequential(nn.Linear(c * (f // 4) ** 2 + 6 * k, cfg.tz_hidden), nn.LeakyReLU(0.2),
                                   nn.Linear(cfg.tz_hidden, 6))
-        self.procrustes = cfg.tz_procrustes
-        if self.procrustes and not k:
-            raise ValueError("tz_procrustes needs keypoints (tz_keypoints > 0)")
+        self.rigid = cfg.tz_rigid
         nn.init.zeros_(self.head[-1].weight)
-        with torch.no_grad():  # identity start: the rigid fit of unmoved keypoints is the identity
-            self.head[-1].bias.copy_(torch.tensor([0.0] * 6 if self.procrustes else [1.0, 0, 0, 0, 1, 0]))
+        with torch.no_grad():
+            self.head[-1].bias.copy_(torch.tensor([1.0, 0, 0, 0, 1, 0]))
         self.register_buffer("base", base_grid(f), persistent=False)
 
     def keypoint_positions(self, z):
@@ -148,20 +146,16 @@ class Transform(nn.Module):
         return torch.matmul(attention, self.base.flatten(0, 1)[:, :2])
 
     @staticmethod
-    def rigid_fit(p_out, p_in, eps: float = 1e-3):
-        """The rotation + translation theta that best maps points p_out onto p_in (B, K, 2), in
-        closed form (2-D Procrustes): cos and sin of the angle are the normalised dot and cross
-        sums of the centred points, so no trigonometry (ONNX has no atan2). Points bunched on one
-        spot give the identity rotation (eps)."""
-        m_out, m_in = p_out.mean(1), p_in.mean(1)
-        u, v = p_out - m_out.unsqueeze(1), p_in - m_in.unsqueeze(1)
-        dot = (u * v).sum((1, 2)) + eps
-        cross = (u[..., 0] * v[..., 1] - u[..., 1] * v[..., 0]).sum(1)
-        norm = torch.sqrt(dot * dot + cross * cross)
-        c, s = dot / norm, cross / norm
-        r = torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], 1)  # (B, 2, 2)
-        t = m_in - torch.matmul(r, m_out.unsqueeze(-1)).squeeze(-1)
-        return torch.cat([r, t.unsqueeze(-1)], dim=2)
+    def nearest_rigid(theta, eps: float = 1e-6):
+        """theta (B, 2, 3) with its linear part A replaced by the nearest rotation (the polar
+        factor of A; in 2-D its cos and sin are proportional to a11 + a22 and a21 - a12, so no
+        SVD and no trigonometry: ONNX has no atan2). The translation column is kept."""
+        a = theta[:, :, :2]
+        c, s = a[:, 0, 0] + a[:, 1, 1], a[:, 1, 0] - a[:, 0, 1]
+        norm = torch.sqrt(c * c + s * s + eps)
+        c, s = c / norm, s / norm
+        r = torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], 1)
+        return torch.cat([r, theta[:, :, 2:]], dim=2)
 
     def theta(self, z_t1, z_t2):
         """(B, C, F, F) x2 -> (B, 2, 3)."""
@@ -170,9 +164,7 @@ class Transform(nn.Module):
             k1, k2 = self.keypoint_positions(z_t1), self.keypoint_positions(z_t2)
             h = torch.cat([h, k1.flatten(1), k2.flatten(1), (k2 - k1).flatten(1)], dim=1).to(h.dtype)
         theta = self.head(h).view(-1, 2, 3)
-        if self.procrustes:  # theta maps output (z_t2) coordinates to input (z_t1) ones
-            theta = self.rigid_fit(k2, k1) + theta.float()
-        return theta
+        return self.nearest_rigid(theta.float()) if self.rigid else theta
 
     def apply(self, theta, z):
         """theta o z: warp the features z (B, C, F, F) by theta (B, 2, 3)."""
@@ -252,14 +244,10 @@ class SceneModel(nn.Module):
 def grow_from(model: SceneModel, source: SceneModel) -> None:
     """Copy a trained model's weights into `model`, which may have extra decoder layers
     (ModelConfig.decoder_extra); those keep their identity start, so `model` renders exactly
-    what `source` did and training goes on from there. Moving to ModelConfig.tz_procrustes
-    changes T^Z's output: its head restarts as a zero residual on the rigid keypoint fit."""
+    what `source` did and training goes on from there (with ModelConfig.tz_rigid, T^Z's output
+    is projected onto rigid motions from then on)."""
     for name in ("f_c", "f_b", "t_z"):
         getattr(model, name).load_state_dict(getattr(source, name).state_dict())
-    if model.cfg.tz_procrustes and not source.cfg.tz_procrustes:
-        with torch.no_grad():  # the rigid fit takes over; the head starts again as a zero residual
-            nn.init.zeros_(model.t_z.head[-1].weight)
-            nn.init.zeros_(model.t_z.head[-1].bias)
     targets = [m for m in model.g.net if isinstance(m, nn.Conv2d | nn.ConvTranspose2d)
                and not getattr(m, "extra", False)]
     sources = [m for m in source.g.net if isinstance(m, nn.Conv2d | nn.ConvTranspose2d)
