@@ -81,6 +81,38 @@ def targets(r: dict) -> dict:
     return out
 
 
+def limits(r: dict) -> list[str]:
+    """For each unmet latency target, the bound the measured FLOPs and peak put on it."""
+    t, fl, peak = r["targets"], r["flops"]["per_render"], r["peak"]["fp32_peak"]
+    out = []
+    if t["full_vs_pytorch"]["met"] is False:
+        eager1, full1 = median(r["torch_eager"], 1, "full"), median(r["ort"], 1, "full")
+        need = fl["full"] / (0.5 * eager1 / 1e3) / 1e9
+        best = max(r["comparison"]["1"][g]["ort_gflops"] for g in GRAPH_ROWS)
+        out.append(
+            f"- **Full render ≤ 0.5 × PyTorch eager** needs {need:.0f} GFLOP/s at batch 1, "
+            f"{need / peak:.0%} of the measured FP32 peak ({peak:.0f}). ONNX Runtime runs the render at "
+            f"{gflops(r, full1, 1, 'full'):.0f} GFLOP/s ({gflops(r, full1, 1, 'full') / peak:.0%}) and its "
+            f"best graph at {best:.0f}; PyTorch eager already runs it at {gflops(r, eager1, 1, 'full'):.0f} "
+            f"({gflops(r, eager1, 1, 'full') / peak:.0%}). At fp32 the target needs fewer FLOPs, not faster "
+            "kernels: a smaller model, integer kernels without their present quality cost "
+            "(quantization-aware training), or a GPU.")
+    if t["motion_vs_full"]["met"] is False:
+        out.append(
+            f"- **New motion ≤ 0.3 × full render**: every render runs g, and g alone is "
+            f"{fl['graph:g'] / fl['full']:.2f} × the full render's FLOPs ({fl['graph:g'] / 1e6:.0f} of "
+            f"{fl['full'] / 1e6:.0f} MFLOP), so no path that renders a new image can reach 0.3 × with this "
+            f"decoder; the motion path's FLOPs are {fl['motion'] / fl['full']:.2f} × and its time "
+            f"{median(r['ort'], 1, 'motion') / median(r['ort'], 1, 'full'):.2f} ×. Next: a cheaper g relative "
+            "to the encoders (fewer channels at 32² and 64²).")
+    if "int8" in r and t["reduced_precision_vs_peak"]["met"]:
+        q = r["int8"]["quality"]["transformation"]["relative_cost"]
+        if q > 0.1:
+            out.append(f"- **int8** beats the FP32 peak but costs {q:+.0%} transformation MSE: measured, "
+                       "not shipped. Next: quantization-aware training or fp32 for the most sensitive layers.")
+    return out
+
+
 def comparison(r: dict) -> dict:
     """{batch: {path: ...}}: each ONNX Runtime fp32 median beside PyTorch's, their ratio, and
     the achieved GFLOP/s and its share of the measured FP32 peak."""
@@ -178,6 +210,9 @@ def markdown(r: dict) -> str:
         met = {True: "**met**", False: "**not met**", None: "not evaluated"}[t["met"]]
         lines.append(f"| {t['bar']} | {t['measured']} | {met} |")
     p = r["parity"]
+    why = limits(r)
+    if why:
+        lines += ["", "What bounds the unmet figures:", ""] + why
     lines += ["", "## Same model", "",
               f"PyTorch SceneModel rebuilt from the bundle's ONNX initializers "
               f"({p['weights']['from_initializers']} tensors by name) and the graph "
