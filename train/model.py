@@ -118,7 +118,8 @@ class Transform(nn.Module):
     learned feature maps (as in spatial-softmax keypoint networks): their displacement from z_t1
     to z_t2 is the motion almost linearly, which is what lets T^Z leave the identity early.
     theta maps output coordinates to input coordinates, as in grid_sample: it is the inverse of
-    the image-space motion T^X.
+    the image-space motion T^X. With cfg.tz_rigid its linear part is projected onto the nearest
+    rotation: for scenes whose motions are rigid (Moving MNIST) scale and shear are only noise.
     """
 
     def __init__(self, cfg: ModelConfig):
