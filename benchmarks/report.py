@@ -247,7 +247,7 @@ def markdown(r: dict) -> str:
               "64 u8×s8 multiply-adds per instruction, an fp32 FMA 16; without VNNI the same takes three "
               "instructions)."]
     if "int8" in r:
-        lines += ["", "## int8 (ONNX Runtime, QDQ static quantization of f_c, f_b, g)", "",
+        lines += ["", f"## int8 (ONNX Runtime, QDQ static quantization of {', '.join(r['int8']['precision']['int8'])})", "",
                   f"{r['int8']['precision']['method']}; kept fp32: " +
                   "; ".join(f"{g}: {', '.join(n)}" for g, n in r["int8"]["precision"]["fp32_nodes"].items()) +
                   ", and the graphs " + ", ".join(r["int8"]["precision"]["fp32"]) + ".", ""]

@@ -66,7 +66,8 @@ def measure_int8(directory: Path, renderer, args, threads: int) -> dict:
         out["ort"] = bench(int8_dir, batches=args.batch, runs=args.runs, warmup=args.warmup,
                            budget_s=args.budget)
         # The CPU backend describes every bundle as fp32; say what this one is.
-        out["ort"]["environment"]["precision"] = "int8 (f_c, f_b, g; QDQ) and fp32 (t_z, warp)"
+        out["ort"]["environment"]["precision"] = (f"int8 ({', '.join(manifest['precision']['int8'])}; QDQ) "
+                                                  f"and fp32 ({', '.join(manifest['precision']['fp32'])})")
         out["quality"] = quantize.quality(renderer, eqsdk.load(int8_dir), args.examples)
     out["bf16_onnxruntime"] = quantize.bf16_support(threads)
     return out

@@ -70,6 +70,7 @@ def test_flops_of_a_full_render_are_its_graphs(report):
 
 def test_int8_bundle_runs_integer_kernels_and_its_cost_is_measured(report):
     r = json.loads((report / "results.json").read_text())["int8"]
+    assert set(r["kernels"]) == set(r["precision"]["int8"]) == {"f_c", "f_b"}  # g stays fp32
     assert all(k["integer_kernels"] > 0 for k in r["kernels"].values())
     for task in ("transformation", "background"):
         q = r["quality"][task]
