@@ -4,6 +4,8 @@
                         facing right, on white: the canvas of the `sprites` model
   knight_bg.png         the same knight on a test diamond background, for `sprites-bg`
   walk_sequence.gif     a test character of the other sex walking right (9 frames), on white
+  knight_walk.gif       the knight's own walk, right (9 frames): the truth of animating the
+                        knight with walk_sequence.gif
   thrust_sequence.gif   a spear carrier thrusting, facing right (8 frames), on white
 
     python examples/make_sprite_examples.py
@@ -53,6 +55,8 @@ def main() -> None:
     background = np.rint(make_backgrounds("test", 1, size=lpc.CELL)[0] * 255)  # the first test background
     eqsdk.save_image(over(standing, background), OUT / "knight_bg.png", overwrite=True)
     eqsdk.save_clip(list(over(test.sequence(walker, "walk", "right"), white)), OUT / "walk_sequence.gif",
+                    fps=FPS, overwrite=True)
+    eqsdk.save_clip(list(over(test.sequence(knight, "walk", "right"), white)), OUT / "knight_walk.gif",
                     fps=FPS, overwrite=True)
     eqsdk.save_clip(list(over(test.sequence(spear, "thrust", "right"), white)), OUT / "thrust_sequence.gif",
                     fps=FPS, overwrite=True)
