@@ -65,7 +65,7 @@ def measure_int8(directory: Path, renderer, args, threads: int) -> dict:
                "kernels": quantize.optimized_ops(int8_dir, threads)}
         out["ort"] = bench(int8_dir, batches=args.batch, runs=args.runs, warmup=args.warmup,
                            budget_s=args.budget)
-        # The CPU backend describes every bundle as fp32; say what this one is.
+        # Say which graphs run in int8 and what stays fp32.
         out["ort"]["environment"]["precision"] = (f"int8 ({', '.join(manifest['precision']['int8'])}; QDQ) "
                                                   f"and fp32 ({', '.join(manifest['precision']['fp32'])})")
         out["quality"] = quantize.quality(renderer, eqsdk.load(int8_dir), args.examples)

@@ -76,3 +76,20 @@ def test_int8_bundle_runs_integer_kernels_and_its_cost_is_measured(report):
         q = r["quality"][task]
         assert q["int8_vs_truth"]["n"] == 20 and np.isfinite(q["relative_cost"])
         assert q["int8_vs_fp32"]["mean"] > 0  # int8 does change the render
+
+
+def test_quantize_writes_an_int8_bundle_that_eqsdk_loads(tiny_bundle, tmp_path, capsys):
+    from benchmarks import quantize
+
+    import eqsdk
+
+    out = tmp_path / "int8"
+    quantize.main([str(tiny_bundle[0]), "--out", str(out), "--calibration", "32", "--examples", "20"])
+    r = eqsdk.load(out)
+    assert "int8 (f_c, f_b)" in r.backend.describe()
+    assert r.manifest["evaluation"]["int8_quality"]["transformation"]["int8_vs_truth"]["n"] == 20
+    x = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    assert r.render(char=x, bg=x, anim=(x, x)).shape == (64, 64, 3)
+    assert "transformation: MSE" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # never over an existing directory
+        quantize.main([str(tiny_bundle[0]), "--out", str(out)])
