@@ -12,7 +12,10 @@ from eqsdk.graphs import GRAPHS
 MANIFEST = "manifest.json"
 SCHEMA_VERSION = 2  # 2: adds the warp graph
 # The one registry of bundled models: the loader, the CLI's help and checks read it.
-MODELS = {"mnist": "Moving MNIST digits on diamond backgrounds, 64x64"}
+MODELS = {
+    "mnist": "Moving MNIST digits on diamond backgrounds, 64x64",
+    "sprites": "LPC game characters on a white canvas, 64x64 (no backgrounds)",
+}
 DEFAULT_MODEL = "mnist"
 
 

@@ -25,7 +25,7 @@ from train import lpc  # noqa: E402
 from train.backgrounds import make_backgrounds  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "sprites"
-FPS = 8
+FPS = 10  # GIF stores frame times in centiseconds: 10 fps is exact
 
 
 def pick(split: lpc.SpriteSplit, **wanted: str) -> int:
