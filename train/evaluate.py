@@ -132,6 +132,7 @@ def tz_analysis(model, data: MovingMNIST, digit_label: int, labels: np.ndarray, 
         "pairs": len(theta_z),
         "r2": r2_score(theta_x, theta_z),
         "r2_variance_weighted": r2_score(theta_x, theta_z, weighted=True),
+        "r2_per_entry": [r2_score(theta_x, theta_z[:, [k]]) for k in range(6)],  # theta row by row
         "r2_vs_forward_tx": r2_score(tx.reshape(-1, 6), theta_z),
         "angle_corr": float(np.corrcoef(angle_x, angle_z)[0, 1]),
         "_angles": (angle_x, angle_z),
@@ -221,7 +222,8 @@ def markdown(metrics: dict) -> str:
     n = mse["transformation"]["n"]
     lines += ["", f"{n} test examples; per-pixel MSE of images in [0, 1]. T^Z analysis: " + "; ".join(
         f"digit {a['digit_label']}: r² {a['r2']:.3f} over {a['pairs']} pairs "
-        f"(variance-weighted {a['r2_variance_weighted']:.3f}), SVD-angle correlation {a['angle_corr']:.3f}"
+        f"(variance-weighted {a['r2_variance_weighted']:.3f}; per entry of θ "
+        f"{' '.join(f'{v:.2f}' for v in a['r2_per_entry'])}), SVD-angle correlation {a['angle_corr']:.3f}"
         for a in metrics["tz_analysis"]) + "."]
     return "\n".join(lines) + "\n"
 
