@@ -15,6 +15,7 @@ SCHEMA_VERSION = 2  # 2: adds the warp graph
 MODELS = {
     "mnist": "Moving MNIST digits on diamond backgrounds, 64x64",
     "sprites": "LPC game characters on a white canvas, 64x64 (no backgrounds)",
+    "sprites-bg": "LPC game characters on diamond backgrounds, 64x64",
 }
 DEFAULT_MODEL = "mnist"
 
