@@ -32,7 +32,7 @@ def time_calls(fn, runs: int, warmup: int, budget_s: float | None = None, min_ru
     """`runs` timed calls after `warmup` untimed ones. With budget_s, a slow call (a large batch)
     gets fewer: as many as fit in budget_s, never fewer than min_runs, with a warm-up of a tenth
     of them; the count is in the result."""
-    if budget_s is not None:
+    if budget_s:  # None or 0: all `runs`
         t0 = time.perf_counter()
         fn()
         fit = int(budget_s / max(time.perf_counter() - t0, 1e-9))

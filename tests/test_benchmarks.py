@@ -28,6 +28,7 @@ def test_a_time_budget_gives_slow_calls_fewer_runs_but_never_too_few():
     st = time_calls(slow, runs=200, warmup=20, budget_s=0.1, min_runs=3)
     assert 3 <= st["runs"] <= 10 and len(calls) < 20
     assert time_calls(lambda: None, runs=50, warmup=1, budget_s=0.1)["runs"] == 50  # fast: all runs
+    assert time_calls(slow, runs=30, warmup=0, budget_s=0)["runs"] == 30  # 0: no budget
 
 
 @pytest.fixture(scope="module")
