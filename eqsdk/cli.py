@@ -129,8 +129,14 @@ def bundle_summary(directory: Path, m: dict) -> str:
             src = training["init_from"]
             lines.append(f"          from {src.get('minutes')} min, {src.get('samples'):,} samples: "
                          f"{src.get('command')}")
-    for key, value in (ev.get("ratios") or {}).items():
+    for key, value in (ev.get("ratios") or {}).items():  # train.evaluate (Moving MNIST)
         lines.append(f"eval      {key} = {value:.3f}")
+    for key, t in ({} if "ratios" in ev else ev.get("targets") or {}).items():  # train.evaluate_sprites
+        if "per_animation" in t:
+            lines.append(f"eval      {key}: " + ", ".join(f"{a} {v['ratio']:.3f}" for a, v in
+                                                      t["per_animation"].items()) + f" (bar {t['bar']})")
+        elif "ratio" in t:
+            lines.append(f"eval      {key} = {t['ratio']:.3f} (bar {t['bar']})")
     parity = m.get("parity_max_abs_diff")
     if parity:
         lines.append("parity    ONNX Runtime vs PyTorch max abs diff: "

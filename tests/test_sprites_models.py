@@ -44,3 +44,9 @@ def test_the_knight_walks_closer_to_the_truth_than_standing_still():
     moved = np.mean([mse(o, t) for o, t in zip(out[1:], truth[1:])])
     standing = np.mean([mse(truth[0], t) for t in truth[1:]])
     assert moved < standing, (moved, standing)
+
+
+def test_info_shows_the_sprites_evaluation(capsys):
+    assert main(["info", "--model", "sprites-bg"]) == 0
+    out = capsys.readouterr().out
+    assert "eval      analogy_vs_unchanged: spellcast" in out and "background_only_vs_whole =" in out
