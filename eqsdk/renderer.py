@@ -21,8 +21,8 @@ from eqsdk.images import ImageLike, ResizeWarning, to_array, to_uint8
 @dataclass(frozen=True)
 class Encoding:
     """An encoded input: `data` is the backend's tensor of `count` items (features z), or for a
-    motion the host arrays (theta (B, 2, 3), origin (B, 2)). `single` when it was made from one image (or pair): composing only single
-    encodings returns one image rather than a batch."""
+    motion the host arrays (theta (B, 2, 3), origin (B, 2)). `single` when it was made from one
+    image (or pair): composing only single encodings returns one image rather than a batch."""
     kind: str  # "character", "background" or "motion"
     data: object
     count: int
