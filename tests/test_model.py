@@ -96,6 +96,17 @@ def test_growing_the_decoder_keeps_the_render(model):
         torch.testing.assert_close(grown(x, x, x.flip(0), x), model(x, x, x.flip(0), x))
 
 
+def test_starting_from_a_grown_decoder_keeps_its_extra_layers(model):
+    grown = SceneModel(replace(TINY, decoder_extra=2))
+    for p in grown.g.parameters():  # trained extra layers, no longer the identity
+        torch.nn.init.normal_(p, std=0.2)
+    again = SceneModel(replace(TINY, decoder_extra=2))
+    grow_from(again, grown)
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(again(x, x, x.flip(0), x), grown(x, x, x.flip(0), x))
+
+
 def test_a_motion_acts_about_the_moved_characters_own_centre(model):
     theta = torch.tensor([[[0.9, -0.3, 0.1], [0.3, 0.9, -0.2]]])
     origin, centre = torch.tensor([[-0.4, 0.2]]), torch.tensor([[0.3, -0.1]])

@@ -249,10 +249,15 @@ def grow_from(model: SceneModel, source: SceneModel) -> None:
     is projected onto rigid motions from then on)."""
     for name in ("f_c", "f_b", "t_z"):
         getattr(model, name).load_state_dict(getattr(source, name).state_dict())
+    if source.cfg.decoder_extra == model.cfg.decoder_extra:  # nothing to grow: keep every layer
+        model.g.load_state_dict(source.g.state_dict())
+        return
+    if source.cfg.decoder_extra:
+        raise ValueError(f"can only grow a decoder without extra layers, not one with "
+                         f"{source.cfg.decoder_extra}, to {model.cfg.decoder_extra}")
     targets = [m for m in model.g.net if isinstance(m, nn.Conv2d | nn.ConvTranspose2d)
                and not getattr(m, "extra", False)]
-    sources = [m for m in source.g.net if isinstance(m, nn.Conv2d | nn.ConvTranspose2d)
-               and not getattr(m, "extra", False)]
+    sources = [m for m in source.g.net if isinstance(m, nn.Conv2d | nn.ConvTranspose2d)]
     if len(targets) != len(sources):
         raise ValueError(f"decoders differ beyond extra layers: {len(sources)} vs {len(targets)} layers")
     for t, s in zip(targets, sources):
