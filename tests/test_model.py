@@ -6,7 +6,8 @@ import torch.nn.functional as F
 
 from dataclasses import replace
 
-from train.model import ModelConfig, SceneModel, Transform, affine_grid, base_grid, grow_from
+from train.model import (ModelConfig, SceneModel, Transform, affine_grid, base_grid, grow_from,
+                         random_rigid)
 from train.moving_mnist import MovingMNIST
 
 TINY = ModelConfig(channels=16, res_blocks=1, tz_hidden=16)
@@ -123,3 +124,28 @@ def test_centre_finds_the_character(model):
     z[0, :, 2:4, 11:13] = torch.randn(16, 2, 2)  # a character at rows 2-3, columns 11-12
     x, y = model.t_z.centre(z)[0].tolist()
     assert abs(x - (12 / 16 * 2 - 1)) < 0.05 and abs(y - (3 / 16 * 2 - 1)) < 0.05
+
+
+def test_self_warps_are_rigid_motions_within_their_bounds():
+    w = random_rigid(500, 30, 0.25, torch.Generator().manual_seed(0))
+    a = w[:, :, :2]
+    torch.testing.assert_close(a @ a.transpose(1, 2), torch.eye(2).expand(500, 2, 2))
+    assert torch.linalg.det(a).min() > 0.999
+    angles = torch.rad2deg(torch.atan2(a[:, 1, 0], a[:, 0, 0]))
+    assert angles.abs().max() <= 30 and angles.abs().max() > 25
+    assert w[:, :, 2].abs().max() <= 0.25 and w[:, :, 2].abs().max() > 0.2
+
+
+def test_the_self_warp_terms_score_a_known_warp(model):
+    """f_c, strided convs, commutes with a shift by whole feature cells but not with a rotation;
+    the T^Z term is the error of its theta and trains T^Z."""
+    x = torch.rand(4, 3, 64, 64)
+    shift = torch.tensor([[1.0, 0, 0.25], [0, 1, 0]]).expand(4, 2, 3)  # 8 px
+    turn = torch.tensor([[0.71, -0.71, 0], [0.71, 0.71, 0]]).expand(4, 2, 3)
+    shifted, turned = model.losses(x, x, warp=shift), model.losses(x, x, warp=turn)
+    assert shifted["warp_equiv"] < 0.3 * turned["warp_equiv"]
+    with torch.no_grad():
+        theta = model.t_z.theta(model.f_c(x), model.f_c(model.warp_images(x, shift)))
+    torch.testing.assert_close(shifted["warp_theta"], F.mse_loss(theta, shift))
+    shifted["warp_theta"].backward()
+    assert model.t_z.head[-1].bias.grad.abs().sum() > 0

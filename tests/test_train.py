@@ -23,3 +23,12 @@ def test_train_writes_a_resumable_checkpoint(tmp_path):
     assert not torch.equal(resumed["model"]["g.net.0.weight"], ckpt["model"]["g.net.0.weight"])
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert records[-1]["step"] == 5 and "val_scene" in records[-1]
+
+
+def test_the_self_warp_terms_are_trained_and_logged(tmp_path):
+    out = tmp_path / "run"
+    main(["--out", str(out), "--steps", "2", "--channels", "16", "--res-blocks", "1", "--tz-hidden", "16",
+          "--batch", "8", "--n-backgrounds", "4", "--sample-every", "0", "--alpha-warp", "0.3"])
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert records[-1]["warp_theta"] > 0 and records[-1]["warp_equiv"] > 0
+    assert torch.load(out / "last.pt", weights_only=False)["train_config"]["alpha_warp"] == 0.3

@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -210,7 +211,8 @@ class SceneModel(nn.Module):
         *_, z_moved = self.t_z(self.f_c(x_t1), self.f_c(x_t2), self.f_c(x_c))
         return self.g(z_moved, self.f_b(x_b))
 
-    def losses(self, x1, x2, keep_char: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def losses(self, x1, x2, keep_char: torch.Tensor | None = None,
+               warp: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """The three terms of eq. 4 on a training pair, plus theta and the render for monitoring.
 
         keep_char (B,) of 0/1 drops the character path from some renders (training only): those
@@ -223,8 +225,16 @@ class SceneModel(nn.Module):
         by a detached energy instead made the shrinking self-reinforcing and f_c collapsed.
         L_inv is divided by the detached energy of f_b(x2): f_b cannot collapse, the scene
         needs it.
+
+        warp (B, 2, 3), rigid motions the trainer drew itself (not the data's T^X), adds the
+        self-warp terms (not in the paper): x1 is warped by them as a whole, T^Z must name the
+        warp from (f_c(x1), f_c(warped x1)) and f_c must commute with it. L_equiv alone only asks
+        for a theta that matches features, and f_c's are not quite equivariant, so T^Z's theta
+        drifted from the motion; a motion of known size pins T^Z's output to the motion itself.
         """
-        z1, z2 = self.f_c(torch.cat([x1, x2])).chunk(2)
+        x_warped = self.warp_images(x1, warp) if warp is not None else None
+        z1, z2, *z_w = self.f_c(torch.cat([x1, x2, *([x_warped] if warp is not None else [])])).chunk(
+            2 if warp is None else 3)
         b1, b2 = self.f_b(torch.cat([x1, x2])).chunk(2)
         theta = self.t_z.theta(z1, z2)
         with torch.autocast(x1.device.type, enabled=False):  # warp in fp32 even under autocast
@@ -239,7 +249,38 @@ class SceneModel(nn.Module):
             "inv": F.mse_loss(b1, b2) / (b2.detach().square().mean() + 1e-6),
             "theta": theta.detach().float(),
             "render": render.detach().float(),
+            **(self.warp_losses(z1, z_w[0], warp) if warp is not None else {}),
         }
+
+    @staticmethod
+    def warp_images(x, warp):
+        """x (B, 3, S, S) resampled by warp (grid_sample's convention), edges reflected so a
+        warped scene still looks like a scene."""
+        grid = F.affine_grid(warp, list(x.shape), align_corners=False)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+    def warp_losses(self, z, z_warped, warp) -> dict[str, torch.Tensor]:
+        """The self-warp terms: T^Z's error on a known warp, and f_c's failure to commute with it
+        (relative, as L_equiv, and only where the warp brought content in, not edge padding)."""
+        theta = self.t_z.theta(z, z_warped).float()
+        with torch.autocast(z.device.type, enabled=False):
+            moved = self.t_z.apply(warp, z.float())
+            inside = (self.t_z.apply(warp, torch.ones_like(moved[:, :1])) > 0.999).float()
+        z_warped = z_warped.float()
+        energy = ((moved.square() + z_warped.square()) * inside).mean()
+        return {
+            "warp_theta": F.mse_loss(theta, warp),
+            "warp_equiv": ((moved - z_warped).square() * inside).mean() / (energy + 1e-8),
+        }
+
+
+def random_rigid(n: int, max_degrees: float, max_shift: float, generator: torch.Generator) -> torch.Tensor:
+    """n rigid motions (B, 2, 3): a rotation about the centre uniform in +-max_degrees and a shift
+    uniform in +-max_shift (in [-1, 1] image units) per axis."""
+    angle = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(max_degrees)
+    shift = (torch.rand(n, 2, generator=generator) * 2 - 1) * max_shift
+    c, s = torch.cos(angle), torch.sin(angle)
+    return torch.stack([torch.stack([c, -s, shift[:, 0]], -1), torch.stack([s, c, shift[:, 1]], -1)], 1)
 
 
 def grow_from(model: SceneModel, source: SceneModel) -> None:

@@ -30,7 +30,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from train.datasets import DATASETS, VAL_BACKGROUNDS, pair_source
-from train.model import ModelConfig, SceneModel, grow_from, load_checkpoint
+from train.model import ModelConfig, SceneModel, grow_from, load_checkpoint, random_rigid
 from train.moving_mnist import affine_inverse
 
 
@@ -48,6 +48,9 @@ class TrainConfig:
     equiv_start: int = 150_000  # samples before L_equiv is used (T^Z only moves once g renders)
     equiv_ramp: int = 110_000  # samples over which alpha_equiv then ramps up from 0
     near_until: int = 100_000  # samples during which pairs are adjacent frames only
+    alpha_warp: float = 0.0  # weight of the self-warp terms (model.losses; 0: off, as in the paper)
+    warp_degrees: float = 45.0  # the self-warps: rotations up to this many degrees ...
+    warp_shift: float = 0.4  # ... and shifts up to this fraction of the half-width, per axis
     n_digits: int = 1
     n_backgrounds: int = 64
     augment: bool = True  # dihedral + RGB permutation of training backgrounds
@@ -198,9 +201,15 @@ def main(argv=None) -> None:
         a_equiv = tcfg.alpha_equiv * min(1.0, max(0.0, state["samples"] - tcfg.equiv_start) / tcfg.equiv_ramp)
         p_drop = tcfg.char_dropout * max(0.0, 1 - state["samples"] / tcfg.char_dropout_until)
         keep = (torch.rand(tcfg.batch, device=device) >= p_drop).float()
+        warp = None
+        if tcfg.alpha_warp:
+            warp = random_rigid(tcfg.batch, tcfg.warp_degrees, tcfg.warp_shift,
+                                torch.Generator().manual_seed(int(rng.integers(2**63)))).to(device)
         with autocast:
-            out = model.losses(x1, x2, keep)
+            out = model.losses(x1, x2, keep, warp)
         total = out["scene"] + a_equiv * out["equiv"] + tcfg.alpha_inv * out["inv"]
+        if warp is not None:
+            total = total + tcfg.alpha_warp * (out["warp_theta"] + out["warp_equiv"])
         opt.zero_grad(set_to_none=True)
         total.backward()
         opt.step()
@@ -213,10 +222,12 @@ def main(argv=None) -> None:
         record = {"step": state["step"], "samples": state["samples"], "elapsed": round(state["elapsed"], 2),
                   "scene": out["scene"].item(), "equiv": out["equiv"].item(), "inv": out["inv"].item(),
                   "lr": lr, "a_equiv": a_equiv, "char_dropout": p_drop, "tz_spread": spread, "tz_corr": corr,
-                  "samples_per_s": tcfg.batch / dt, "data_fraction": t_data / dt}
+                  "samples_per_s": tcfg.batch / dt, "data_fraction": t_data / dt,
+                  **{k: out[k].item() for k in ("warp_theta", "warp_equiv") if k in out}}
         bar.update(1)
         bar.set_postfix(scene=f"{record['scene']:.4f}", equiv=f"{record['equiv']:.3f}",
-                        inv=f"{record['inv']:.3f}", tz=f"{spread:.3f}" + ("" if corr is None else f"/{corr:+.2f}"),
+                        inv=f"{record['inv']:.3f}", **({"warp": f"{out['warp_theta'].item():.4f}"} if warp is not None else {}),
+                        tz=f"{spread:.3f}" + ("" if corr is None else f"/{corr:+.2f}"),
                         sps=f"{record['samples_per_s']:.0f}")
         if time.perf_counter() - last_sample > args.sample_every or budget_fraction() >= 1:
             last_sample = time.perf_counter()
