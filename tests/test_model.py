@@ -138,14 +138,17 @@ def test_self_warps_are_rigid_motions_within_their_bounds():
 
 def test_the_self_warp_terms_score_a_known_warp(model):
     """f_c, strided convs, commutes with a shift by whole feature cells but not with a rotation;
-    the T^Z term is the error of its theta and trains T^Z."""
+    the T^Z term is the error of its theta on the warped features and trains T^Z."""
     x = torch.rand(4, 3, 64, 64)
     shift = torch.tensor([[1.0, 0, 0.25], [0, 1, 0]]).expand(4, 2, 3)  # 8 px
     turn = torch.tensor([[0.71, -0.71, 0], [0.71, 0.71, 0]]).expand(4, 2, 3)
     shifted, turned = model.losses(x, x, warp=shift), model.losses(x, x, warp=turn)
     assert shifted["warp_equiv"] < 0.3 * turned["warp_equiv"]
     with torch.no_grad():
-        theta = model.t_z.theta(model.f_c(x), model.f_c(model.warp_images(x, shift)))
+        z = model.f_c(x)
+        shown = F.grid_sample(z, F.affine_grid(shift, list(z.shape), align_corners=False),
+                              padding_mode="border", align_corners=False)
+        theta = model.t_z.theta(z, shown)
     torch.testing.assert_close(shifted["warp_theta"], F.mse_loss(theta, shift))
     shifted["warp_theta"].backward()
     assert model.t_z.head[-1].bias.grad.abs().sum() > 0

@@ -227,10 +227,13 @@ class SceneModel(nn.Module):
         needs it.
 
         warp (B, 2, 3), rigid motions the trainer drew itself (not the data's T^X), adds the
-        self-warp terms (not in the paper): x1 is warped by them as a whole, T^Z must name the
-        warp from (f_c(x1), f_c(warped x1)) and f_c must commute with it. L_equiv alone only asks
-        for a theta that matches features, and f_c's are not quite equivariant, so T^Z's theta
-        drifted from the motion; a motion of known size pins T^Z's output to the motion itself.
+        self-warp terms (not in the paper): T^Z must name the warp of the character's features
+        f_c(x1), and f_c must commute with the warp of the whole image x1. L_equiv alone only
+        asks for a theta that matches features, and f_c's are not quite equivariant, so T^Z's
+        theta drifted from the motion; a motion of known size pins T^Z's output to the motion.
+        T^Z is shown warped features, not features of the warped image: in a warped image the
+        background turns too, and T^Z learned to read the turn off the background's edges,
+        which stand still in real videos.
         """
         x_warped = self.warp_images(x1, warp) if warp is not None else None
         z1, z2, *z_w = self.f_c(torch.cat([x1, x2, *([x_warped] if warp is not None else [])])).chunk(
@@ -260,12 +263,16 @@ class SceneModel(nn.Module):
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
     def warp_losses(self, z, z_warped, warp) -> dict[str, torch.Tensor]:
-        """The self-warp terms: T^Z's error on a known warp, and f_c's failure to commute with it
-        (relative, as L_equiv, and only where the warp brought content in, not edge padding)."""
-        theta = self.t_z.theta(z, z_warped).float()
+        """The self-warp terms: T^Z's error on a known warp of z = f_c(x1), and f_c's failure to
+        commute with the warp of x1, z_warped = f_c(warped x1) (relative, as L_equiv, and only
+        where the warp brought content in, not edge padding)."""
         with torch.autocast(z.device.type, enabled=False):
             moved = self.t_z.apply(warp, z.float())
             inside = (self.t_z.apply(warp, torch.ones_like(moved[:, :1])) > 0.999).float()
+            # edges replicated, not zeros: a zero border would give the warp away
+            grid = affine_grid(warp, self.t_z.base)
+            shown = F.grid_sample(z.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+        theta = self.t_z.theta(z, shown.to(z.dtype)).float()
         z_warped = z_warped.float()
         energy = ((moved.square() + z_warped.square()) * inside).mean()
         return {
