@@ -227,17 +227,14 @@ class SceneModel(nn.Module):
         needs it.
 
         warp (B, 2, 3), rigid motions the trainer drew itself (not the data's T^X), adds the
-        self-warp terms (not in the paper): T^Z must name the warp of the character's features
-        f_c(x1), and f_c must commute with the warp of the whole image x1. L_equiv alone only
-        asks for a theta that matches features, and f_c's are not quite equivariant, so T^Z's
-        theta drifted from the motion; a motion of known size pins T^Z's output to the motion.
-        T^Z is shown warped features, not features of the warped image: in a warped image the
-        background turns too, and T^Z learned to read the turn off the background's edges,
-        which stand still in real videos.
+        self-warp terms (not in the paper; off by default, an experiment that did not raise T^Z's
+        r², README): T^Z must name the warp of the character's features f_c(x1), and f_c must
+        commute with the warp of the whole image x1. T^Z is shown warped features rather than
+        features of the warped image, in which the background would turn too, as it never does
+        in a video.
         """
-        x_warped = self.warp_images(x1, warp) if warp is not None else None
-        z1, z2, *z_w = self.f_c(torch.cat([x1, x2, *([x_warped] if warp is not None else [])])).chunk(
-            2 if warp is None else 3)
+        images = [x1, x2] + ([self.warp_images(x1, warp)] if warp is not None else [])
+        z1, z2, *z_warped = self.f_c(torch.cat(images)).chunk(len(images))
         b1, b2 = self.f_b(torch.cat([x1, x2])).chunk(2)
         theta = self.t_z.theta(z1, z2)
         with torch.autocast(x1.device.type, enabled=False):  # warp in fp32 even under autocast
@@ -252,7 +249,7 @@ class SceneModel(nn.Module):
             "inv": F.mse_loss(b1, b2) / (b2.detach().square().mean() + 1e-6),
             "theta": theta.detach().float(),
             "render": render.detach().float(),
-            **(self.warp_losses(z1, z_w[0], warp) if warp is not None else {}),
+            **(self.warp_losses(z1, z_warped[0], warp) if warp is not None else {}),
         }
 
     @staticmethod
