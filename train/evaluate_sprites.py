@@ -255,6 +255,11 @@ def markdown(metrics: dict) -> str:
         v = t["background_only_vs_whole"]
         lines.append(f"| Analogy: Background-only / whole image | {v['ratio']:.3f} | ≤ {v['bar']} | "
                      f"{'yes' if v['met'] else 'no'} |")
+    floor = [mse["reconstruction"]["whole"][g]["mean"] / mse["unchanged"]["whole"][g]["mean"]
+             if mse["reconstruction"]["whole"][g] and mse["unchanged"]["whole"][g] else None for g in GROUPS]
+    lines += ["", "Reconstruction / B_i unchanged (the model rendering B's own motion: what an analogy "
+              "can hardly beat): " + ", ".join(f"{g} {'–' if r is None else f'{r:.2f}'}"
+                                               for g, r in zip(GROUPS, floor)) + "."]
     c = metrics["checkpoint"]
     lines += ["", f"Checkpoint: {c['path']} ({c['dataset']}, step {c['step']}, {c['samples']} samples, "
               f"{c['train_minutes']} min)."]

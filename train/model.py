@@ -289,9 +289,10 @@ def random_rigid(n: int, max_degrees: float, max_shift: float, generator: torch.
 
 def grow_from(model: SceneModel, source: SceneModel) -> None:
     """Copy a trained model's weights into `model`, which may have extra decoder layers
-    (ModelConfig.decoder_extra); those keep their identity start, so `model` renders exactly
-    what `source` did and training goes on from there (with ModelConfig.tz_rigid, T^Z's output
-    is projected onto rigid motions from then on)."""
+    (ModelConfig.decoder_extra) that `source` lacks (a source that has them passes them on);
+    new ones keep their identity start, so `model` renders exactly what `source` did and
+    training goes on from there (with ModelConfig.tz_rigid, T^Z's output is projected onto
+    rigid motions from then on)."""
     for name in ("f_c", "f_b", "t_z"):
         getattr(model, name).load_state_dict(getattr(source, name).state_dict())
     if source.cfg.decoder_extra == model.cfg.decoder_extra:  # nothing to grow: keep every layer

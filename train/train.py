@@ -225,8 +225,9 @@ def main(argv=None) -> None:
                   "samples_per_s": tcfg.batch / dt, "data_fraction": t_data / dt,
                   **{k: out[k].item() for k in ("warp_theta", "warp_equiv") if k in out}}
         bar.update(1)
+        warp_note = {"warp": f"{record['warp_theta']:.4f}"} if warp is not None else {}
         bar.set_postfix(scene=f"{record['scene']:.4f}", equiv=f"{record['equiv']:.3f}",
-                        inv=f"{record['inv']:.3f}", **({"warp": f"{out['warp_theta'].item():.4f}"} if warp is not None else {}),
+                        inv=f"{record['inv']:.3f}", **warp_note,
                         tz=f"{spread:.3f}" + ("" if corr is None else f"/{corr:+.2f}"),
                         sps=f"{record['samples_per_s']:.0f}")
         if time.perf_counter() - last_sample > args.sample_every or budget_fraction() >= 1:
