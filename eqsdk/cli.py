@@ -125,10 +125,11 @@ def bundle_summary(directory: Path, m: dict) -> str:
     if training:
         lines.append(f"training  {training.get('minutes')} min, {training.get('samples'):,} samples: "
                      f"{training.get('command')}")
-        if training.get("init_from"):
-            src = training["init_from"]
+        src = training.get("init_from")
+        while src:  # every earlier stage the weights came from
             lines.append(f"          from {src.get('minutes')} min, {src.get('samples'):,} samples: "
                          f"{src.get('command')}")
+            src = src.get("init_from")
     for key, value in (ev.get("ratios") or {}).items():  # train.evaluate (Moving MNIST)
         lines.append(f"eval      {key} = {value:.3f}")
     for key, t in ({} if "ratios" in ev else ev.get("targets") or {}).items():  # train.evaluate_sprites

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from eqsdk.bundle import bundle_dir
 from eqsdk.cli import main
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -158,6 +159,11 @@ def test_info_shows_the_bundle_and_backends(capsys):
     out = capsys.readouterr().out
     assert "model     mnist" in out and "warp" in out and "sha256 checked" in out
     assert "cpu       available" in out and "tensorrt" in out
+    manifest = json.loads((bundle_dir("mnist") / "manifest.json").read_text())
+    stages, src = [manifest["training"]["command"]], manifest["training"]["init_from"]
+    while src:
+        stages, src = stages + [src["command"]], src["init_from"]
+    assert len(stages) > 1 and all(c in out for c in stages)  # every stage, not only the last
     assert main(["info", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["backends"]["cpu"] is None and info["manifest"]["name"] == "mnist"
