@@ -4,7 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from train.backgrounds import PALETTE, PALETTE_NAMES, RADIUS_RANGE, make_background, make_backgrounds
+from train.backgrounds import (PALETTE, PALETTE_NAMES, RADIUS_RANGE, make_background, make_backgrounds,
+                               recolour_backgrounds)
 from train.moving_mnist import (ROTATIONS, TRANSLATIONS, MovingMNIST, affine_inverse, distinct_frames,
                                 motion, transfer)
 
@@ -100,3 +101,18 @@ def test_sample_pairs_shapes_and_determinism():
     assert x1.shape == x2.shape == (6, 3, 64, 64) and tx.shape == (6, 2, 2, 3)
     assert torch.equal(x1, y1) and np.array_equal(tx, ty)
     assert 0 <= x1.min() and x1.max() <= 1
+
+
+def test_recolouring_keeps_the_layout_and_draws_palette_colours():
+    bgs = torch.from_numpy(make_backgrounds("train", 6, seed=0)).permute(0, 3, 1, 2)
+    out = recolour_backgrounds(bgs, np.random.default_rng(0), p=1.0)
+    palette = torch.from_numpy(PALETTE)
+    for before, after in zip(bgs, out):
+        old = torch.unique(before.flatten(1).T, dim=0, return_inverse=True)[1]  # (S*S,) region
+        colours, new = torch.unique(after.flatten(1).T, dim=0, return_inverse=True)
+        assert not torch.equal(before, after)
+        # the same regions: old and new labels pair one to one, so all colours stay different
+        assert len(torch.unique(old * 100 + new)) == len(torch.unique(old)) == len(colours)
+        assert all((palette == c).all(1).any() for c in colours)  # palette colours, never black
+    kept = recolour_backgrounds(bgs, np.random.default_rng(0), p=0.0)
+    assert torch.equal(kept, bgs)

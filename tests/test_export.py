@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import eqsdk
-from eqsdk.bundle import MANIFEST
+from eqsdk.bundle import MANIFEST, bundle_dir
 from eqsdk.graphs import GRAPHS
 from export.to_onnx import OPSET, TOLERANCE, check_parity, example_inputs, graph_modules, sha256
 from train.model import load_checkpoint
@@ -97,3 +97,25 @@ def test_parity_check_detects_a_different_model(tiny_bundle):
     torch.manual_seed(123)
     other = SceneModel(TINY).eval()
     assert max(check_parity(other, tiny_bundle[0]).values()) > TOLERANCE
+
+
+def test_a_bundle_converts_back_to_the_checkpoint_it_was_exported_from(tiny_bundle, tiny_checkpoint):
+    from train.from_bundle import from_bundle
+
+    model, manifest = from_bundle(tiny_bundle[0])
+    want = torch.load(tiny_checkpoint, weights_only=False)["model"]
+    got = model.state_dict()
+    assert set(got) == set(want)
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], rtol=0, atol=0, msg=k)
+
+
+def test_the_bundled_model_converts_to_a_checkpoint_that_trains_on(tmp_path):
+    from train.from_bundle import main
+
+    out = tmp_path / "mnist.pt"
+    main([str(bundle_dir("mnist")), "--out", str(out)])
+    model, ckpt = load_checkpoint(out)
+    assert ckpt["command"].startswith("python -m train.train") and ckpt["model_config"]["tz_rigid"]
+    with pytest.raises(SystemExit, match="exists"):  # never overwritten
+        main([str(bundle_dir("mnist")), "--out", str(out)])

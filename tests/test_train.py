@@ -1,8 +1,10 @@
 """The training command: budgets, checkpoints that resume, samples and logs."""
 import json
 
+import pytest
 import torch
 
+from train.model import ModelConfig, SceneModel
 from train.train import main
 
 
@@ -32,3 +34,22 @@ def test_the_self_warp_terms_are_trained_and_logged(tmp_path):
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert records[-1]["warp_theta"] > 0 and records[-1]["warp_equiv"] > 0
     assert torch.load(out / "last.pt", weights_only=False)["train_config"]["alpha_warp"] == 0.3
+
+
+def test_train_only_updates_the_named_networks(tmp_path):
+    out = tmp_path / "run"
+    main(["--out", str(out), "--steps", "2", "--channels", "16", "--res-blocks", "1", "--tz-hidden", "16",
+          "--batch", "8", "--n-backgrounds", "4", "--sample-every", "0", "--warmup-steps", "1",
+          "--train-only", "t_z", "--recolour", "0.5"])
+    torch.manual_seed(0)  # the run's seed: its initial weights
+    start = SceneModel(ModelConfig(channels=16, res_blocks=1, tz_hidden=16)).state_dict()
+    ckpt = torch.load(out / "last.pt", weights_only=False)
+    changed = {k.split(".")[0] for k, v in ckpt["model"].items() if not torch.equal(v, start[k])}
+    assert changed == {"t_z"}
+    assert ckpt["train_config"]["train_only"] == "t_z" and ckpt["train_config"]["recolour"] == 0.5
+
+
+def test_train_only_rejects_an_unknown_network(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--out", str(tmp_path / "run"), "--steps", "1", "--train-only", "t_z,decoder"])
+    assert e.value.code == 2 and "decoder" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 from matplotlib.colors import CSS4_COLORS, to_rgb
 
 SPLITS = ("train", "val", "test")
@@ -37,3 +38,20 @@ def make_backgrounds(split: str, count: int = 64, seed: int = 0, size: int = 64)
     """The fixed background set of one split: (count, size, size, 3) float32."""
     rng = split_rng(seed, split, "backgrounds")
     return np.stack([make_background(rng, size)[0] for _ in range(count)])
+
+
+def recolour_backgrounds(bgs: torch.Tensor, rng: np.random.Generator, p: float) -> torch.Tensor:
+    """With probability p per background (B, 3, S, S), its colours redrawn from the palette, all
+    different, as make_background draws them: the layout of the diamonds is kept, the canvas is
+    still never black. A fixed set of backgrounds then shows its shapes in every colour, so a
+    static dark diamond is seen often enough not to be taken for a digit's ink."""
+    out = bgs.clone()
+    palette = torch.from_numpy(PALETTE)
+    # Each pixel's colour as one integer (24-bit RGB): a 1-D unique is much faster than rows'.
+    keys = (bgs * 255).round().long()
+    keys = (keys[:, 0] << 16) | (keys[:, 1] << 8) | keys[:, 2]  # (B, S, S)
+    for k in np.flatnonzero(rng.random(len(bgs)) < p):
+        colours, regions = torch.unique(keys[k], return_inverse=True)  # (U,), (S, S)
+        new = palette[torch.from_numpy(rng.choice(len(PALETTE), size=len(colours), replace=False))]
+        out[k] = new[regions].permute(2, 0, 1)
+    return out

@@ -5,9 +5,10 @@ clip with the same background, and the ground-truth motion T^X where the dataset
     sprites     LPC sprites on a white canvas (§4.4); no T^X (the motion is categorical)
     sprites-bg  LPC sprites on diamond backgrounds (§4.2, §4.4); no T^X
 
-Every source has sample_pairs(count, rng, max_gap=None, augment=False) -> (x1, x2, tx): x1, x2
-(B, 3, 64, 64) in [0, 1] and tx (B, N, 2, 3) or None. augment recolours and flips/rotates the
-backgrounds (moving_mnist.augment_backgrounds); it changes nothing on a plain canvas.
+Every source has sample_pairs(count, rng, max_gap=None, augment=False, recolour=0.0) -> (x1, x2,
+tx): x1, x2 (B, 3, 64, 64) in [0, 1] and tx (B, N, 2, 3) or None. augment recolours and
+flips/rotates the backgrounds (moving_mnist.augment_backgrounds), after redrawing their colours
+from the palette with probability recolour; it changes nothing on a plain canvas.
 
 Sprite backgrounds are the fixed sets of make_backgrounds(split, n, seed=0) whatever the training
 seed (the first n of the split's stream, so 64 training backgrounds are a subset of 1000), and the
@@ -30,7 +31,8 @@ VAL_BACKGROUNDS = 64  # validation backgrounds of every dataset
 
 class PairSource(Protocol):
     def sample_pairs(self, count: int, rng: np.random.Generator, max_gap: int | None = None,
-                     augment: bool = False) -> tuple[torch.Tensor, torch.Tensor, np.ndarray | None]: ...
+                     augment: bool = False, recolour: float = 0.0
+                     ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray | None]: ...
 
 
 def load_sprites(split: str, n_backgrounds: int, characters: int = 0,
@@ -50,8 +52,8 @@ class SpritePairs:
         self.sprites, self.with_backgrounds = sprites, with_backgrounds
 
     def sample_pairs(self, count: int, rng: np.random.Generator, max_gap: int | None = None,
-                     augment: bool = False) -> tuple[torch.Tensor, torch.Tensor, None]:
-        p = self.sprites.sample_pairs(count, rng, self.with_backgrounds, max_gap, augment)
+                     augment: bool = False, recolour: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, None]:
+        p = self.sprites.sample_pairs(count, rng, self.with_backgrounds, max_gap, augment, recolour)
         return p.x1, p.x2, None
 
 

@@ -64,6 +64,7 @@ import torch
 from PIL import Image
 
 from train.backgrounds import make_backgrounds
+from train.backgrounds import recolour_backgrounds
 from train.moving_mnist import augment_backgrounds
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "lpc"
@@ -447,15 +448,18 @@ class Sprites:
         return composite(rgba, background), (rgba[:, 3:] > 0).float()
 
     def sample_pairs(self, count: int, rng: np.random.Generator, with_backgrounds: bool = True,
-                     max_gap: int | None = None, augment: bool = False) -> Pairs:
+                     max_gap: int | None = None, augment: bool = False, recolour: float = 0.0) -> Pairs:
         """Training pairs: two distinct frames of one random (character, animation, viewpoint)
         sequence (§4.4), on one random background (or the plain canvas). max_gap bounds |i - j|;
-        augment flips/rotates/recolours each background (moving_mnist.augment_backgrounds)."""
+        augment flips/rotates/recolours each background (moving_mnist.augment_backgrounds), after
+        redrawing its colours with probability `recolour` (backgrounds.recolour_backgrounds)."""
         character = rng.integers(len(self), size=count)
         sequence = rng.integers(N_SEQUENCES, size=count)
         i, j = frame_pairs(SEQ_LENGTHS[sequence], rng, max_gap)
         bg_idx, bgs = self._draw_backgrounds(count, rng, with_backgrounds)
         if augment and with_backgrounds:
+            if recolour:
+                bgs = recolour_backgrounds(bgs, rng, recolour)
             bgs = augment_backgrounds(bgs, rng)
         x1, m1 = self._frames(character, sequence, i, bgs)
         x2, m2 = self._frames(character, sequence, j, bgs)

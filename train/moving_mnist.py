@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from train.backgrounds import make_backgrounds
+from train.backgrounds import make_backgrounds, recolour_backgrounds
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 ROTATIONS = [a for a in range(-15, 16, 3) if a]  # degrees
@@ -182,16 +182,19 @@ class MovingMNIST:
         return frames.view(b, m, 3, self.size, self.size)
 
     def sample_pairs(self, count: int, rng: np.random.Generator, max_gap: int | None = None,
-                     augment: bool = False):
+                     augment: bool = False, recolour: float = 0.0):
         """Training pairs (x1, x2) of two distinct frames of one video, and T^X (B, N, 2, 3).
 
         max_gap bounds |i - j| (nearby frames); augment applies a random flip/rotation by 90
-        degrees and channel permutation to each video's background.
+        degrees and channel permutation to each video's background, after redrawing its colours
+        from the palette with probability `recolour` (backgrounds.recolour_backgrounds).
         """
         videos = self.sample_videos(count, rng)
         i, j = distinct_frames(self.frames, count, rng, max_gap)
         bgs = self.backgrounds[torch.from_numpy(videos.backgrounds)]
         if augment:
+            if recolour:
+                bgs = recolour_backgrounds(bgs, rng, recolour)
             bgs = augment_backgrounds(bgs, rng)
         b = np.arange(count)
         s1, s2 = videos.states[b, i], videos.states[b, j]  # (B, N, 3)

@@ -54,6 +54,8 @@ class TrainConfig:
     n_digits: int = 1
     n_backgrounds: int = 64
     augment: bool = True  # dihedral + RGB permutation of training backgrounds
+    recolour: float = 0.0  # share of training backgrounds whose colours are redrawn (with augment)
+    train_only: str = ""  # comma-separated networks to train (e.g. "t_z"); the others frozen
     bf16: bool = True  # autocast on CPU where supported (ignored on CUDA, which uses bf16 too)
     dataset: str = "mnist"  # one of datasets.DATASETS (checkpoints from before it are mnist)
     characters: int = 0  # sprites: only the first N characters of each split (0: all; for tests)
@@ -124,6 +126,9 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     if args.minutes is None and args.steps is None:
         p.error("give a budget: --minutes and/or --steps")
+    unknown = set(filter(None, args.train_only.split(","))) - {"f_c", "f_b", "t_z", "g"}
+    if unknown:
+        p.error(f"--train-only {args.train_only!r}: expected names among f_c, f_b, t_z, g")
     command = "python -m train.train " + shlex.join(sys.argv[1:] if argv is None else argv)
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -143,7 +148,13 @@ def main(argv=None) -> None:
     device = pick_device()
     torch.manual_seed(tcfg.seed)
     model = SceneModel(cfg).to(device, memory_format=torch.channels_last)  # faster convs
-    opt = torch.optim.Adam(model.parameters(), lr=tcfg.lr)
+    if tcfg.train_only:
+        model.requires_grad_(False)
+        for name in tcfg.train_only.split(","):
+            getattr(model, name).requires_grad_(True)
+    # Only what is trained: a frozen network then costs a forward pass, and for g a backward to
+    # its input.
+    opt = torch.optim.Adam([q for q in model.parameters() if q.requires_grad], lr=tcfg.lr)
     state = {"step": 0, "samples": 0, "elapsed": 0.0, "seed": tcfg.seed}
     if ckpt:
         model.load_state_dict(ckpt["model"])
@@ -188,7 +199,7 @@ def main(argv=None) -> None:
         rng = np.random.default_rng([tcfg.seed, state["step"]])  # resumable stream
         near = state["samples"] < tcfg.near_until
         x1, x2, tx = train_set.sample_pairs(tcfg.batch, rng, max_gap=1 if near else None,
-                                            augment=tcfg.augment)
+                                            augment=tcfg.augment, recolour=tcfg.recolour)
         x1 = x1.to(device, memory_format=torch.channels_last)
         x2 = x2.to(device, memory_format=torch.channels_last)
         t_data = time.perf_counter() - t0
