@@ -69,11 +69,26 @@ def export_graph(module: torch.nn.Module, name: str, cfg: ModelConfig, path: Pat
                           dynamic_shapes={k: {0: batch} for k in inputs}, external_data=False,
                           verbose=False)
     graph = onnx.load(path)
+    strip_node_metadata(graph)
+    onnx.save(graph, path)
     onnx.checker.check_model(graph, full_check=True)
     ops = {n.op_type for n in graph.graph.node}
     assert "AffineGrid" not in ops, f"{name}: AffineGrid must be built from plain ops"
     if name in ("t_z", "warp"):
         assert "GridSample" in ops, f"{name} must apply the transform with a GridSample op"
+
+
+def strip_node_metadata(model: onnx.ModelProto) -> None:
+    """Drop the exporter's per-node metadata (stack traces with this machine's absolute paths,
+    FX node dumps): it leaks local paths and changes every graph's bytes whenever a line of the
+    model's source moves, though it is never read at run time."""
+    graphs = [model.graph]
+    while graphs:
+        graph = graphs.pop()
+        for node in graph.node:
+            del node.metadata_props[:]
+            for attribute in node.attribute:  # subgraphs (If, Loop): none today, but be thorough
+                graphs += ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs)
 
 
 def sha256(path: Path) -> str:

@@ -36,7 +36,8 @@ def test_graph_matches_pytorch_at_other_batch_sizes(tiny_bundle, tiny_checkpoint
             np.testing.assert_allclose(got[key], r.numpy(), atol=TOLERANCE, rtol=0)
 
 
-def test_rigid_tz_exports_with_parity(tmp_path):
+@pytest.mark.parametrize("refine", [0, 1])
+def test_rigid_tz_exports_with_parity(tmp_path, refine):
     from dataclasses import replace
 
     from export.to_onnx import export_bundle
@@ -44,7 +45,7 @@ def test_rigid_tz_exports_with_parity(tmp_path):
     from tests.conftest import TINY
 
     torch.manual_seed(1)
-    cfg = replace(TINY, tz_rigid=True)
+    cfg = replace(TINY, tz_rigid=True, tz_refine=refine)
     model = SceneModel(cfg)
     torch.nn.init.normal_(model.t_z.head[-1].weight, std=0.05)  # T^Z moves
     ckpt = tmp_path / "rigid.pt"
@@ -119,3 +120,9 @@ def test_the_bundled_model_converts_to_a_checkpoint_that_trains_on(tmp_path):
     assert ckpt["command"].startswith("python -m train.train") and ckpt["model_config"]["tz_rigid"]
     with pytest.raises(SystemExit, match="exists"):  # never overwritten
         main([str(bundle_dir("mnist")), "--out", str(out)])
+
+
+@pytest.mark.parametrize("name", list(GRAPHS))
+def test_exported_graphs_carry_no_node_metadata(tiny_bundle, name):
+    graph = onnx.load(tiny_bundle[0] / GRAPHS[name].file).graph
+    assert not [n.name for n in graph.node if n.metadata_props]

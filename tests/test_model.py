@@ -65,6 +65,29 @@ def test_rigid_tz_starts_as_the_identity_and_stays_rigid():
     torch.testing.assert_close(a @ a.transpose(1, 2), torch.eye(2).expand(2, 2, 2), atol=1e-5, rtol=0)
 
 
+def test_compose_samples_by_delta_then_by_theta():
+    theta, delta = torch.randn(2, 4, 2, 3)
+    points = torch.randn(4, 2, 1)  # output coordinates
+    through_delta = delta[:, :, :2] @ points + delta[:, :, 2:]
+    expected = theta[:, :, :2] @ through_delta + theta[:, :, 2:]
+    combined = Transform.compose(theta, delta)
+    torch.testing.assert_close(combined[:, :, :2] @ points + combined[:, :, 2:], expected)
+
+
+def test_refining_tz_starts_as_the_identity_and_corrects_its_first_pass():
+    torch.manual_seed(0)
+    t_z = SceneModel(replace(TINY, tz_rigid=True, tz_refine=2)).t_z
+    z = torch.randn(2, 16, 16, 16)
+    torch.testing.assert_close(t_z.theta(z, z.flip(0)), torch.eye(2, 3).expand(2, 2, 3), atol=1e-5, rtol=0)
+    torch.nn.init.normal_(t_z.head[-1].weight, std=0.1)
+    first = t_z.estimate(z, z.flip(0))
+    second = t_z.estimate(t_z.apply(first, z), z.flip(0))
+    third = t_z.estimate(t_z.apply(Transform.compose(first, second), z), z.flip(0))
+    expected = Transform.compose(Transform.compose(first, second), third)
+    torch.testing.assert_close(t_z.theta(z, z.flip(0)), expected)
+    assert not torch.allclose(expected, first, atol=1e-3)
+
+
 def test_plain_op_grid_matches_affine_grid():
     theta = torch.randn(5, 2, 3)
     expected = F.affine_grid(theta, [5, 1, 16, 16], align_corners=False)

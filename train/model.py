@@ -22,6 +22,7 @@ class ModelConfig:
     tz_keypoints: int = 8  # spatial-softmax keypoints whose positions T^Z sees (0: none)
     decoder_extra: int = 0  # extra 3x3 conv layers in g at each upsampled resolution (sharper edges)
     tz_rigid: bool = False  # T^Z's linear part projected onto the nearest rotation (no scale, shear)
+    tz_refine: int = 0  # passes of T^Z on z_t1 moved by its estimate so far, each correcting it
 
     @property
     def feature_size(self) -> int:
@@ -121,6 +122,10 @@ class Transform(nn.Module):
     theta maps output coordinates to input coordinates, as in grid_sample: it is the inverse of
     the image-space motion T^X. With cfg.tz_rigid its linear part is projected onto the nearest
     rotation: for scenes whose motions are rigid (Moving MNIST) scale and shear are only noise.
+    With cfg.tz_refine = n, the same network then runs n more times on z_t1 moved by the estimate
+    so far and z_t2, and each residual motion it finds is composed onto the estimate (as the
+    inverse-compositional spatial transformers of Lin and Lucey): a small residual is easier to
+    read than the whole motion, and a wrong first guess shows up as features that do not line up.
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -137,6 +142,7 @@ class Transform(nn.Module):
         self.head = nn.Sequential(nn.Linear(c * (f // 4) ** 2 + 6 * k, cfg.tz_hidden), nn.LeakyReLU(0.2),
                                   nn.Linear(cfg.tz_hidden, 6))
         self.rigid = cfg.tz_rigid
+        self.refine = cfg.tz_refine
         nn.init.zeros_(self.head[-1].weight)
         with torch.no_grad():
             self.head[-1].bias.copy_(torch.tensor([1.0, 0, 0, 0, 1, 0]))
@@ -159,8 +165,22 @@ class Transform(nn.Module):
         r = torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], 1)
         return torch.cat([r, theta[:, :, 2:]], dim=2)
 
+    @staticmethod
+    def compose(theta, delta):
+        """theta o delta, (B, 2, 3) each: sampling by the result is sampling by delta, then by
+        theta (grid_sample's maps run from output to input coordinates)."""
+        a = theta[:, :, :2]
+        return torch.cat([a @ delta[:, :, :2], a @ delta[:, :, 2:] + theta[:, :, 2:]], dim=2)
+
     def theta(self, z_t1, z_t2):
         """(B, C, F, F) x2 -> (B, 2, 3)."""
+        theta = self.estimate(z_t1, z_t2)
+        for _ in range(self.refine):
+            theta = self.compose(theta, self.estimate(self.apply(theta, z_t1), z_t2))
+        return theta
+
+    def estimate(self, z_t1, z_t2):
+        """One pass of the network: (B, C, F, F) x2 -> (B, 2, 3)."""
         h = self.features(torch.cat([z_t1, z_t2], dim=1))
         if self.keypoints is not None:
             k1, k2 = self.keypoint_positions(z_t1), self.keypoint_positions(z_t2)
