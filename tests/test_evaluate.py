@@ -28,3 +28,16 @@ def test_tz_analysis_reports_r2_per_entry_whose_mean_is_r2():
     a = tz_analysis(model, data, 5, load_mnist_labels("test"), pairs=200, seed=0)
     assert a["pairs"] == 200 and len(a["r2_per_entry"]) == 6
     assert a["r2"] == pytest.approx(np.mean(a["r2_per_entry"]))
+
+
+def test_tz_draws_are_other_digits_and_backgrounds_than_the_papers_one():
+    from train.evaluate import tz_draws
+
+    torch.manual_seed(0)
+    model = SceneModel(TINY).eval()
+    torch.nn.init.normal_(model.t_z.head[-1].weight, std=0.05)
+    data, labels = MovingMNIST("test", n_backgrounds=4), load_mnist_labels("test")
+    d = tz_draws(model, data, labels, draws=2, pairs=100, seed=0)
+    assert d["draws"] == 4 and len(d["r2"]) == 4 and d["min"] <= d["median"] <= max(d["r2"])
+    first = tz_analysis(model, data, 5, labels, pairs=100, seed=0)["r2"]
+    assert round(first, 4) not in d["r2"]  # seed 0 is the protocol's draw, not one of these
