@@ -88,6 +88,15 @@ def test_refining_tz_starts_as_the_identity_and_corrects_its_first_pass():
     assert not torch.allclose(expected, first, atol=1e-3)
 
 
+def test_centred_tz_starts_as_the_shift_between_the_characters():
+    torch.manual_seed(0)
+    t_z = SceneModel(replace(TINY, tz_rigid=True, tz_centred=True)).t_z
+    z1, z2 = torch.randn(2, 3, 16, 16, 16)
+    theta = t_z.theta(z1, z2)  # delta is the identity at the start: theta(p) = p - c2 + c1
+    torch.testing.assert_close(theta[:, :, :2], torch.eye(2).expand(3, 2, 2))
+    torch.testing.assert_close(theta[:, :, 2], t_z.centre(z1) - t_z.centre(z2))
+
+
 def test_plain_op_grid_matches_affine_grid():
     theta = torch.randn(5, 2, 3)
     expected = F.affine_grid(theta, [5, 1, 16, 16], align_corners=False)

@@ -23,6 +23,7 @@ class ModelConfig:
     decoder_extra: int = 0  # extra 3x3 conv layers in g at each upsampled resolution (sharper edges)
     tz_rigid: bool = False  # T^Z's linear part projected onto the nearest rotation (no scale, shear)
     tz_refine: int = 0  # passes of T^Z on z_t1 moved by its estimate so far, each correcting it
+    tz_centred: bool = False  # T^Z reads the motion between the two characters moved to the centre
 
     @property
     def feature_size(self) -> int:
@@ -126,6 +127,10 @@ class Transform(nn.Module):
     so far and z_t2, and each residual motion it finds is composed onto the estimate (as the
     inverse-compositional spatial transformers of Lin and Lucey): a small residual is easier to
     read than the whole motion, and a wrong first guess shows up as features that do not line up.
+    With cfg.tz_centred, each input is first shifted so that its character (the centre of its
+    features) sits at the middle of the grid; the network reads the residual motion delta between
+    the two there, and theta = shift(c1) o delta o shift(-c2). The turn is then read from features
+    side by side wherever on the canvas the character is and however far it went.
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -143,6 +148,7 @@ class Transform(nn.Module):
                                   nn.Linear(cfg.tz_hidden, 6))
         self.rigid = cfg.tz_rigid
         self.refine = cfg.tz_refine
+        self.centred = cfg.tz_centred
         nn.init.zeros_(self.head[-1].weight)
         with torch.no_grad():
             self.head[-1].bias.copy_(torch.tensor([1.0, 0, 0, 0, 1, 0]))
@@ -172,9 +178,21 @@ class Transform(nn.Module):
         a = theta[:, :, :2]
         return torch.cat([a @ delta[:, :, :2], a @ delta[:, :, 2:] + theta[:, :, 2:]], dim=2)
 
+    @staticmethod
+    def shift(c):
+        """(B, 2) -> (B, 2, 3): sampling by it moves what is at c to the middle of the grid."""
+        one = torch.ones_like(c[:, :1])  # (B, 1), from c so that the batch stays dynamic in ONNX
+        zero = torch.zeros_like(one)
+        return torch.stack([torch.cat([one, zero, c[:, :1]], 1), torch.cat([zero, one, c[:, 1:]], 1)], 1)
+
     def theta(self, z_t1, z_t2):
         """(B, C, F, F) x2 -> (B, 2, 3)."""
-        theta = self.estimate(z_t1, z_t2)
+        if self.centred:
+            c1, c2 = self.centre(z_t1), self.centre(z_t2)
+            delta = self.estimate(self.apply(self.shift(c1), z_t1), self.apply(self.shift(c2), z_t2))
+            theta = self.compose(self.compose(self.shift(c1), delta), self.shift(-c2))
+        else:
+            theta = self.estimate(z_t1, z_t2)
         for _ in range(self.refine):
             theta = self.compose(theta, self.estimate(self.apply(theta, z_t1), z_t2))
         return theta
