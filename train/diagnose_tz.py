@@ -1,0 +1,125 @@
+"""Why T^Z's r² (§4.6) is low on a draw: two diagnostics on the evaluation's digit and background.
+
+    python -m train.diagnose_tz runs/mnist-bundle.pt --digit 5 --out results/mnist-tz/diagnosis.json
+
+- backgrounds: T^Z's r² with each colour of the background painted over with the canvas colour,
+  one at a time, and on the bare canvas: which diamond, if any, T^Z mistakes for ink.
+- render_optimal: r² of the theta that minimises each pair's scene loss, found by gradient descent
+  from T^Z's own theta (rotation angle and translation; f_c, f_b and g fixed). If it is high where
+  T^Z's is not, the renderer knows the motion and T^Z fails to read it (an amortisation gap); if
+  not, the features themselves do not carry it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from train.evaluate import r2_score
+from train.model import SceneModel, load_checkpoint
+from train.moving_mnist import MovingMNIST, affine_inverse, load_mnist_labels, motion
+
+
+def draw(data: MovingMNIST, labels: np.ndarray, digit_label: int, pairs: int, seed: int):
+    """The evaluation's draw (train.evaluate.tz_analysis): its videos, frame pairs and theta_X."""
+    rng = np.random.default_rng([seed, 4, digit_label])
+    digit = int(rng.choice(np.flatnonzero(labels == digit_label)))
+    background = int(rng.integers(len(data.backgrounds)))
+    m = data.frames
+    n = math.ceil(pairs / (m * (m - 1)))
+    videos = data.sample_videos(n, rng, digits=np.full((n, 1), digit), backgrounds=np.full(n, background))
+    ii, jj = np.array([(a, c) for a in range(m) for c in range(m) if a != c]).T
+    tx = motion(videos.states[:, ii, 0], videos.states[:, jj, 0], data.size).reshape(-1, 2, 3)
+    return videos, background, ii, jj, affine_inverse(tx).reshape(-1, 6)
+
+
+@torch.no_grad()
+def backgrounds(model: SceneModel, data: MovingMNIST, videos, background: int, ii, jj, theta_x) -> dict:
+    """r² with the draw's background as it is, bare, and with each diamond colour painted over."""
+    original = data.backgrounds[background].clone()  # (3, S, S)
+    canvas = original[:, :1, :1].expand_as(original)
+    colours = torch.unique(original.flatten(1).T, dim=0)
+    variants = {"as drawn": original, "bare canvas": canvas.clone()}
+    for c in colours:
+        region = (original == c.view(3, 1, 1)).all(0)
+        if not torch.equal(c, original[:, 0, 0]):
+            variants[f"without rgb{tuple(round(float(v), 2) for v in c)}"] = torch.where(region, canvas, original)
+    out = {}
+    try:
+        for name, bg in variants.items():
+            data.backgrounds[background] = bg
+            frames = data.frames_of(videos)
+            theta = model.t_z.theta(model.f_c(frames[:, ii].flatten(0, 1)), model.f_c(frames[:, jj].flatten(0, 1)))
+            out[name] = r2_score(theta_x, theta.reshape(-1, 6).double().numpy())
+    finally:
+        data.backgrounds[background] = original
+    return out
+
+
+def render_optimal(model: SceneModel, frames: torch.Tensor, ii, jj, theta_x, steps: int) -> dict:
+    """r² of T^Z's theta and of the rigid theta minimising each pair's scene loss from there."""
+    x1, x2 = frames[:, ii].flatten(0, 1), frames[:, jj].flatten(0, 1)
+    with torch.no_grad():
+        z1, b1 = model.f_c(x1), model.f_b(x1)
+        start = model.t_z.theta(z1, model.f_c(x2))
+    angle = torch.atan2(start[:, 1, 0], start[:, 0, 0]).requires_grad_()
+    shift = start[:, :, 2].clone().requires_grad_()
+    opt = torch.optim.Adam([angle, shift], lr=0.01)
+
+    def theta():
+        c, s = torch.cos(angle), torch.sin(angle)
+        return torch.stack([torch.stack([c, -s, shift[:, 0]], -1), torch.stack([s, c, shift[:, 1]], -1)], 1)
+
+    def scene_loss(t):  # (B,): each pair's own loss, so the sum's gradient is per pair
+        return (model.g(model.t_z.apply(t, z1), b1) - x2).square().mean(dim=(1, 2, 3))
+
+    with torch.no_grad():
+        before = scene_loss(start).mean().item()
+    for _ in range(steps):
+        loss = scene_loss(theta()).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        after = scene_loss(theta()).mean().item()
+    return {"pairs": len(x1), "steps": steps,
+            "tz": {"r2": r2_score(theta_x, start.reshape(-1, 6).double().numpy()), "scene_mse": before},
+            "optimal": {"r2": r2_score(theta_x, theta().detach().reshape(-1, 6).double().numpy()),
+                        "scene_mse": after}}
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("--digit", type=int, default=5)
+    p.add_argument("--split", default="test", choices=("val", "test"))
+    p.add_argument("--seed", type=int, default=0, help="the draw: 0 is the evaluation's")
+    p.add_argument("--pairs", type=int, default=4000, help="pairs for the background diagnostic")
+    p.add_argument("--optimise-pairs", type=int, default=300, help="pairs for the render-optimal theta")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--out", type=Path)
+    args = p.parse_args(argv)
+    model, ckpt = load_checkpoint(args.checkpoint)
+    model.requires_grad_(False)
+    data = MovingMNIST(args.split, n_digits=1, n_backgrounds=64, seed=ckpt["train_config"].get("seed", 0))
+    labels = load_mnist_labels(args.split)
+    videos, background, ii, jj, theta_x = draw(data, labels, args.digit, args.pairs, args.seed)
+    report = {"checkpoint": str(args.checkpoint), "split": args.split, "digit": args.digit, "seed": args.seed,
+              "background_index": background,
+              "backgrounds": backgrounds(model, data, videos, background, ii, jj, theta_x)}
+    n = math.ceil(args.optimise_pairs / len(ii))
+    frames = data.frames_of(type(videos)(videos.digits[:n], videos.backgrounds[:n], videos.states[:n]))
+    report["render_optimal"] = render_optimal(model, frames, ii, jj, theta_x[: n * len(ii)], args.steps)
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
