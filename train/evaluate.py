@@ -4,6 +4,9 @@ OUT/tz_rotation.png (Fig. 13).
 
     python -m train.evaluate runs/mnist/last.pt --out results/mnist
 
+--split val measures the same on the validation split (digits and backgrounds that training
+never saw either), to choose between recipes without looking at the test split.
+
 Per-pixel MSE is the mean over pixels and RGB channels of images in [0, 1]. For each example two
 test videos are drawn and the same frame positions (i, j) taken in both:
   Transformation  h(x2_i, x1_i, x1_j, x2_i) vs the character and background of x2_i moved by the
@@ -162,14 +165,14 @@ def r2_score(x: np.ndarray, y: np.ndarray, weighted: bool = False) -> float:
     return float(np.mean(1 - ss_res[keep] / ss_tot[keep]))
 
 
-def plot_boxes(per_example: dict, path: Path) -> None:
+def plot_boxes(per_example: dict, path: Path, split: str = "test") -> None:
     names = ["transformation", "background", "video_frames", "no_object", "unmoved_character"]
     labels = ["Transformation", "Background", "Video frames", "No object", "Unmoved char."]
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.boxplot([per_example[n] for n in names], showfliers=False)
     ax.set_xticks(range(1, len(names) + 1), labels)
     ax.set_ylabel("per-pixel MSE (images in [0, 1])")
-    ax.set_title(f"Moving MNIST test set, {len(per_example['transformation'])} examples")
+    ax.set_title(f"Moving MNIST {split} set, {len(per_example['transformation'])} examples")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -230,14 +233,14 @@ def markdown(metrics: dict) -> str:
             ("T^Z r² (worse of digits 5 and 8)", ratios["tz_r2"], "≥ 0.9", metrics["passed"]["tz_r2"])]
     lines += [f"| {a} | {b:.3f} | {c} | {'yes' if d else 'no'} |" for a, b, c, d in rows]
     n = mse["transformation"]["n"]
-    lines += ["", f"{n} test examples; per-pixel MSE of images in [0, 1]. T^Z analysis: " + "; ".join(
+    lines += ["", f"{n} {metrics['split'].split()[0]} examples; per-pixel MSE of images in [0, 1]. T^Z analysis: " + "; ".join(
         f"digit {a['digit_label']}: r² {a['r2']:.3f} over {a['pairs']} pairs "
         f"(variance-weighted {a['r2_variance_weighted']:.3f}; per entry of θ "
         f"{' '.join(f'{v:.2f}' for v in a['r2_per_entry'])}), SVD-angle correlation {a['angle_corr']:.3f}"
         for a in metrics["tz_analysis"]) + "."]
     if metrics.get("tz_r2_draws"):
         d = metrics["tz_r2_draws"]
-        lines += ["", f"T^Z r² over {d['draws']} more draws of a digit 5 or 8 and a test background "
+        lines += ["", f"T^Z r² over {d['draws']} more draws of a digit 5 or 8 and a {metrics['split'].split()[0]} background "
                   f"({d['pairs_each']} pairs each): mean {d['mean']:.3f}, median {d['median']:.3f}, "
                   f"min {d['min']:.3f}; {d['at_least_bar']} of {d['draws']} at ≥ {TARGETS['tz_r2']}."]
     return "\n".join(lines) + "\n"
@@ -252,18 +255,19 @@ def main(argv=None) -> None:
     p.add_argument("--tz-draws", type=int, default=8, help="more (digit, background) draws per digit "
                    "for the spread of T^Z's r² (0: none)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--split", default="test", choices=("test", "val"))
     args = p.parse_args(argv)
     command = "python -m train.evaluate " + shlex.join(sys.argv[1:] if argv is None else argv)
     t0 = time.time()
     model, ckpt = load_checkpoint(args.checkpoint)
     tcfg = ckpt["train_config"]
-    data = MovingMNIST("test", n_digits=1, n_backgrounds=64, seed=tcfg["seed"])
+    data = MovingMNIST(args.split, n_digits=1, n_backgrounds=64, seed=tcfg["seed"])
     args.out.mkdir(parents=True, exist_ok=True)
 
     per_example, ex = evaluate_manipulations(model, data, args.examples, args.seed)
     figures = {k: summary(v) for k, v in per_example.items()}
     mean = {k: v["mean"] for k, v in figures.items()}
-    labels = load_mnist_labels("test")
+    labels = load_mnist_labels(args.split)
     analyses = [tz_analysis(model, data, d, labels, args.tz_pairs, args.seed) for d in (5, 8)]
     ratios = {
         "background_vs_no_object": mean["background"] / mean["no_object"],
@@ -279,7 +283,8 @@ def main(argv=None) -> None:
         "tz_r2": ratios["tz_r2"] >= TARGETS["tz_r2"],
     }
     metrics = {
-        "split": "test (MNIST t10k digits, 64 unseen test backgrounds)",
+        "split": {"test": "test (MNIST t10k digits, 64 unseen test backgrounds)",
+                  "val": "val (the last 5,000 MNIST train digits, 64 unseen val backgrounds)"}[args.split],
         "units": "per-pixel MSE, images in [0, 1] (multiply by 255^2 = 65025 for 0-255 units)",
         "mse": figures,
         "ratios": ratios, "targets": TARGETS, "passed": passed, "all_passed": all(passed.values()),
@@ -291,7 +296,7 @@ def main(argv=None) -> None:
         "seconds": round(time.time() - t0, 1),
     }
     (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    plot_boxes(per_example, args.out / "boxplot.png")
+    plot_boxes(per_example, args.out / "boxplot.png", args.split)
     plot_angles(analyses, args.out / "tz_rotation.png")
     plot_examples(ex, args.out / "examples.png")
     (args.out / "metrics.md").write_text(markdown(metrics))
