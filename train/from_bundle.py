@@ -7,7 +7,7 @@ that never had its checkpoint (runs/ is not committed).
 The exporter names most initializers after their parameters. GroupNorm's scale and shift come
 out of it as anonymous (C, 1, 1) constants, found by the Mul and Add that follow each
 normalisation, in graph order; a convolution's bias that was all zeros is dropped (the Conv node
-has no bias input). The rebuilt model is then run beside every graph and must match
+has no bias input). The rebuilt model is then run beside each network's graph and must match
 it to export's tolerance, or nothing is written.
 """
 from __future__ import annotations
