@@ -16,25 +16,11 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from train.evaluate import r2_score
+from train.evaluate import r2_score, tz_draw
 from train.model import SceneModel, load_checkpoint
-from train.moving_mnist import MovingMNIST, affine_inverse, load_mnist_labels, motion
-
-
-def draw(data: MovingMNIST, labels: np.ndarray, digit_label: int, pairs: int, seed: int):
-    """The evaluation's draw (train.evaluate.tz_analysis): its videos, frame pairs and theta_X."""
-    rng = np.random.default_rng([seed, 4, digit_label])
-    digit = int(rng.choice(np.flatnonzero(labels == digit_label)))
-    background = int(rng.integers(len(data.backgrounds)))
-    m = data.frames
-    n = math.ceil(pairs / (m * (m - 1)))
-    videos = data.sample_videos(n, rng, digits=np.full((n, 1), digit), backgrounds=np.full(n, background))
-    ii, jj = np.array([(a, c) for a in range(m) for c in range(m) if a != c]).T
-    tx = motion(videos.states[:, ii, 0], videos.states[:, jj, 0], data.size).reshape(-1, 2, 3)
-    return videos, background, ii, jj, affine_inverse(tx).reshape(-1, 6)
+from train.moving_mnist import MovingMNIST, load_mnist_labels
 
 
 @torch.no_grad()
@@ -107,7 +93,8 @@ def main(argv=None) -> None:
     model.requires_grad_(False)
     data = MovingMNIST(args.split, n_digits=1, n_backgrounds=64, seed=ckpt["train_config"].get("seed", 0))
     labels = load_mnist_labels(args.split)
-    videos, background, ii, jj, theta_x = draw(data, labels, args.digit, args.pairs, args.seed)
+    videos, ii, jj, theta_x = tz_draw(data, labels, args.digit, args.pairs, args.seed)
+    background = int(videos.backgrounds[0])
     report = {"checkpoint": str(args.checkpoint), "split": args.split, "digit": args.digit, "seed": args.seed,
               "background_index": background,
               "backgrounds": backgrounds(model, data, videos, background, ii, jj, theta_x)}

@@ -106,9 +106,9 @@ def evaluate_manipulations(model, data: MovingMNIST, count: int, seed: int) -> t
     return per_example, ex
 
 
-def tz_analysis(model, data: MovingMNIST, digit_label: int, labels: np.ndarray, pairs: int,
-                seed: int) -> dict:
-    """§4.6: T^Z over many pairs of one digit on one background, against T^X."""
+def tz_draw(data: MovingMNIST, labels: np.ndarray, digit_label: int, pairs: int, seed: int):
+    """The videos of one digit on one background that §4.6 analyses (the draw is fixed by seed),
+    every ordered pair (ii, jj) of their frames, and each pair's theta_X (V * M * (M-1), 6)."""
     rng = np.random.default_rng([seed, 4, digit_label])
     digit = int(rng.choice(np.flatnonzero(labels == digit_label)))
     background = int(rng.integers(len(data.backgrounds)))
@@ -116,15 +116,23 @@ def tz_analysis(model, data: MovingMNIST, digit_label: int, labels: np.ndarray, 
     n_videos = math.ceil(pairs / (m * (m - 1)))
     videos = data.sample_videos(n_videos, rng, digits=np.full((n_videos, 1), digit),
                                 backgrounds=np.full(n_videos, background))
-    frames = data.frames_of(videos)  # (V, M, 3, S, S)
     ii, jj = np.array([(a, c) for a in range(m) for c in range(m) if a != c]).T
+    tx = motion(videos.states[:, ii, 0], videos.states[:, jj, 0], data.size).reshape(-1, 2, 3)
+    theta_x = affine_inverse(tx).reshape(-1, 6)  # what grid_sample needs: the matching quantity
+    return videos, ii, jj, theta_x
+
+
+def tz_analysis(model, data: MovingMNIST, digit_label: int, labels: np.ndarray, pairs: int,
+                seed: int) -> dict:
+    """§4.6: T^Z over many pairs of one digit on one background, against T^X."""
+    videos, ii, jj, theta_x = tz_draw(data, labels, digit_label, pairs, seed)
+    digit, background = int(videos.digits[0, 0]), int(videos.backgrounds[0])
+    frames = data.frames_of(videos)  # (V, M, 3, S, S)
     x_i = frames[:, ii].flatten(0, 1)
     x_j = frames[:, jj].flatten(0, 1)
     with torch.no_grad():
         theta_z = batched(lambda a, b: model.t_z.theta(model.f_c(a), model.f_c(b)), x_i, x_j)
     theta_z = theta_z.reshape(-1, 6).numpy().astype(np.float64)
-    tx = motion(videos.states[:, ii, 0], videos.states[:, jj, 0], data.size).reshape(-1, 2, 3)
-    theta_x = affine_inverse(tx).reshape(-1, 6)  # what grid_sample needs: the matching quantity
     # SVD angle of T^Z's linear part (Fig. 13): nearest rotation R = U V^T.
     u, _, vt = np.linalg.svd(theta_z.reshape(-1, 2, 3)[:, :, :2])
     r = u @ vt
@@ -136,7 +144,7 @@ def tz_analysis(model, data: MovingMNIST, digit_label: int, labels: np.ndarray, 
         "r2": r2_score(theta_x, theta_z),
         "r2_variance_weighted": r2_score(theta_x, theta_z, weighted=True),
         "r2_per_entry": [r2_score(theta_x, theta_z[:, [k]]) for k in range(6)],  # theta row by row
-        "r2_vs_forward_tx": r2_score(tx.reshape(-1, 6), theta_z),
+        "r2_vs_forward_tx": r2_score(affine_inverse(theta_x.reshape(-1, 2, 3)).reshape(-1, 6), theta_z),
         "angle_corr": float(np.corrcoef(angle_x, angle_z)[0, 1]),
         "_angles": (angle_x, angle_z),
     }

@@ -7,8 +7,8 @@ that never had its checkpoint (runs/ is not committed).
 The exporter names most initializers after their parameters. GroupNorm's scale and shift come
 out of it as anonymous (C, 1, 1) constants, found by the Mul and Add that follow each
 normalisation, in graph order; a convolution's bias that was all zeros is dropped (the Conv node
-has no bias input). The rebuilt model is then run beside each network's graph and must match
-it to export's tolerance, or nothing is written.
+has no bias input). The rebuilt model then goes through export's parity check against the
+bundle (every graph and a whole render) and must pass it, or nothing is written.
 """
 from __future__ import annotations
 
@@ -19,12 +19,11 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
 from onnx import numpy_helper
 
 from eqsdk.bundle import MANIFEST
-from export.to_onnx import TOLERANCE, example_inputs, graph_modules
+from export.to_onnx import TOLERANCE, check_parity
 from train.model import ModelConfig, SceneModel
 
 NETWORKS = ("f_c", "f_b", "t_z", "g")
@@ -74,21 +73,6 @@ def network_state(path: Path, module: torch.nn.Module) -> dict[str, torch.Tensor
     return state
 
 
-def max_diff(model: SceneModel, bundle: Path) -> dict[str, float]:
-    """Max abs difference, ONNX Runtime vs the rebuilt PyTorch model, per graph."""
-    diffs = {}
-    modules = graph_modules(model)
-    for name in NETWORKS:
-        inputs = example_inputs(name, model.cfg, batch=3, seed=1)
-        session = ort.InferenceSession(str(bundle / f"{name}.onnx"), providers=["CPUExecutionProvider"])
-        got = session.run(None, {k: v.numpy() for k, v in inputs.items()})
-        with torch.no_grad():
-            want = modules[name](*inputs.values())
-        want = want if isinstance(want, tuple) else (want,)
-        diffs[name] = max(float(np.abs(g - w.numpy()).max()) for g, w in zip(got, want))
-    return diffs
-
-
 def from_bundle(bundle: Path) -> tuple[SceneModel, dict]:
     """The bundle's model rebuilt in PyTorch (eval mode) and its manifest."""
     manifest = json.loads((bundle / MANIFEST).read_text())
@@ -106,7 +90,7 @@ def main(argv=None) -> None:
     if args.out.exists():
         sys.exit(f"{args.out} exists; not overwriting it")
     model, manifest = from_bundle(args.bundle)
-    diffs = max_diff(model, args.bundle)
+    diffs = check_parity(model, args.bundle)  # every graph and a whole render, as export checks
     if max(diffs.values()) > TOLERANCE:
         sys.exit(f"rebuilt model differs from the bundle: {diffs} (tolerance {TOLERANCE})")
     training = manifest["training"]

@@ -64,7 +64,6 @@ import torch
 from PIL import Image
 
 from train.backgrounds import make_backgrounds
-from train.backgrounds import recolour_backgrounds
 from train.moving_mnist import augment_backgrounds
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "lpc"
@@ -458,9 +457,7 @@ class Sprites:
         i, j = frame_pairs(SEQ_LENGTHS[sequence], rng, max_gap)
         bg_idx, bgs = self._draw_backgrounds(count, rng, with_backgrounds)
         if augment and with_backgrounds:
-            if recolour:
-                bgs = recolour_backgrounds(bgs, rng, recolour)
-            bgs = augment_backgrounds(bgs, rng)
+            bgs = augment_backgrounds(bgs, rng, recolour)
         x1, m1 = self._frames(character, sequence, i, bgs)
         x2, m2 = self._frames(character, sequence, j, bgs)
         return Pairs(x1, x2, m1, m2, character, sequence, i, j, bg_idx)

@@ -193,9 +193,7 @@ class MovingMNIST:
         i, j = distinct_frames(self.frames, count, rng, max_gap)
         bgs = self.backgrounds[torch.from_numpy(videos.backgrounds)]
         if augment:
-            if recolour:
-                bgs = recolour_backgrounds(bgs, rng, recolour)
-            bgs = augment_backgrounds(bgs, rng)
+            bgs = augment_backgrounds(bgs, rng, recolour)
         b = np.arange(count)
         s1, s2 = videos.states[b, i], videos.states[b, j]  # (B, N, 3)
         digits = videos.digits
@@ -217,9 +215,12 @@ def distinct_frames(frames: int, count: int, rng: np.random.Generator,
     return i, j
 
 
-def augment_backgrounds(bgs: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+def augment_backgrounds(bgs: torch.Tensor, rng: np.random.Generator, recolour: float = 0.0) -> torch.Tensor:
     """Random dihedral transform and RGB permutation per background: 48 variants of each, so a
-    small background set is not memorised (the test backgrounds are all unseen)."""
+    small background set is not memorised (the test backgrounds are all unseen). Before that,
+    with probability `recolour`, a background's colours are redrawn (backgrounds.recolour_backgrounds)."""
+    if recolour:
+        bgs = recolour_backgrounds(bgs, rng, recolour)
     out = torch.empty_like(bgs)
     for k in range(len(bgs)):
         x = bgs[k][torch.from_numpy(rng.permutation(3))]
