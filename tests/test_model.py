@@ -97,6 +97,28 @@ def test_centred_tz_starts_as_the_shift_between_the_characters():
     torch.testing.assert_close(theta[:, :, 2], t_z.centre(z1) - t_z.centre(z2))
 
 
+def test_invert_undoes_an_affine():
+    theta = torch.eye(2, 3) + 0.3 * torch.randn(4, 2, 3)
+    torch.testing.assert_close(Transform.compose(theta, Transform.invert(theta)),
+                               torch.eye(2, 3).expand(4, 2, 3), atol=1e-5, rtol=0)
+
+
+def test_symmetric_tz_averages_both_readings():
+    torch.manual_seed(0)
+    t_z = SceneModel(replace(TINY, tz_rigid=True, tz_symmetric=True)).t_z
+    z1, z2 = torch.randn(2, 3, 16, 16, 16)
+    torch.testing.assert_close(t_z.theta(z1, z2), torch.eye(2, 3).expand(3, 2, 3), atol=1e-5, rtol=0)
+    torch.nn.init.normal_(t_z.head[-1].weight, std=0.1)
+    forward, backward = t_z.read(z1, z2), t_z.read(z2, z1)
+    assert not torch.allclose(forward, Transform.invert(backward), atol=1e-3)  # two different readings
+    expected = Transform.nearest_rigid(0.5 * (forward + Transform.invert(backward)))
+    torch.testing.assert_close(t_z.theta(z1, z2), expected)
+    swapped = Transform.nearest_rigid(0.5 * (backward + Transform.invert(forward)))
+    torch.testing.assert_close(t_z.theta(z2, z1), swapped)
+    # to first order in the readings' disagreement, swapping the inputs inverts theta
+    torch.testing.assert_close(swapped, Transform.invert(expected), atol=0.05, rtol=0)
+
+
 def test_plain_op_grid_matches_affine_grid():
     theta = torch.randn(5, 2, 3)
     expected = F.affine_grid(theta, [5, 1, 16, 16], align_corners=False)

@@ -24,6 +24,7 @@ class ModelConfig:
     tz_rigid: bool = False  # T^Z's linear part projected onto the nearest rotation (no scale, shear)
     tz_refine: int = 0  # passes of T^Z on z_t1 moved by its estimate so far, each correcting it
     tz_centred: bool = False  # T^Z reads the motion between the two characters moved to the centre
+    tz_symmetric: bool = False  # theta averages T^Z(z_t1, z_t2) with the inverse of T^Z(z_t2, z_t1)
 
     @property
     def feature_size(self) -> int:
@@ -131,6 +132,9 @@ class Transform(nn.Module):
     features) sits at the middle of the grid; the network reads the residual motion delta between
     the two there, and theta = shift(c1) o delta o shift(-c2). The turn is then read from features
     side by side wherever on the canvas the character is and however far it went.
+    With cfg.tz_symmetric, theta is the mean of T^Z(z_t1, z_t2) and the inverse of T^Z(z_t2, z_t1)
+    (then made rigid again): two readings of one motion whose errors are partly independent, so
+    their mean is steadier. It stays order dependent: swapping the inputs about inverts theta.
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -149,6 +153,7 @@ class Transform(nn.Module):
         self.rigid = cfg.tz_rigid
         self.refine = cfg.tz_refine
         self.centred = cfg.tz_centred
+        self.symmetric = cfg.tz_symmetric
         nn.init.zeros_(self.head[-1].weight)
         with torch.no_grad():
             self.head[-1].bias.copy_(torch.tensor([1.0, 0, 0, 0, 1, 0]))
@@ -185,8 +190,23 @@ class Transform(nn.Module):
         zero = torch.zeros_like(one)
         return torch.stack([torch.cat([one, zero, c[:, :1]], 1), torch.cat([zero, one, c[:, 1:]], 1)], 1)
 
+    @staticmethod
+    def invert(theta):
+        """The inverse affine, (B, 2, 3) -> (B, 2, 3), from plain ops (the 2x2 adjugate)."""
+        p, q, r, s = theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1]
+        det = (p * s - q * r).view(-1, 1, 1)
+        a_inv = torch.stack([torch.stack([s, -q], -1), torch.stack([-r, p], -1)], 1) / det
+        return torch.cat([a_inv, -a_inv @ theta[:, :, 2:]], dim=2)
+
     def theta(self, z_t1, z_t2):
         """(B, C, F, F) x2 -> (B, 2, 3)."""
+        if not self.symmetric:
+            return self.read(z_t1, z_t2)
+        theta = 0.5 * (self.read(z_t1, z_t2) + self.invert(self.read(z_t2, z_t1)))
+        return self.nearest_rigid(theta) if self.rigid else theta
+
+    def read(self, z_t1, z_t2):
+        """One reading of the motion from z_t1 to z_t2: (B, C, F, F) x2 -> (B, 2, 3)."""
         if self.centred:
             c1, c2 = self.centre(z_t1), self.centre(z_t2)
             delta = self.estimate(self.apply(self.shift(c1), z_t1), self.apply(self.shift(c2), z_t2))
