@@ -36,9 +36,9 @@ def test_graph_matches_pytorch_at_other_batch_sizes(tiny_bundle, tiny_checkpoint
             np.testing.assert_allclose(got[key], r.numpy(), atol=TOLERANCE, rtol=0)
 
 
-@pytest.mark.parametrize("refine, centred, symmetric, mirror", [
-    (0, False, False, False), (1, False, False, False), (0, True, False, False), (0, False, True, True)])
-def test_rigid_tz_exports_with_parity(tmp_path, refine, centred, symmetric, mirror):
+@pytest.mark.parametrize("refine, centred, symmetric", [(0, False, False), (1, False, False), (0, True, False),
+                                                       (0, False, True)])
+def test_rigid_tz_exports_with_parity(tmp_path, refine, centred, symmetric):
     from dataclasses import replace
 
     from export.to_onnx import export_bundle
@@ -46,8 +46,7 @@ def test_rigid_tz_exports_with_parity(tmp_path, refine, centred, symmetric, mirr
     from tests.conftest import TINY
 
     torch.manual_seed(1)
-    cfg = replace(TINY, tz_rigid=True, tz_refine=refine, tz_centred=centred, tz_symmetric=symmetric,
-                  tz_mirror=mirror)
+    cfg = replace(TINY, tz_rigid=True, tz_refine=refine, tz_centred=centred, tz_symmetric=symmetric)
     model = SceneModel(cfg)
     torch.nn.init.normal_(model.t_z.head[-1].weight, std=0.05)  # T^Z moves
     ckpt = tmp_path / "rigid.pt"

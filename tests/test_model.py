@@ -119,23 +119,6 @@ def test_symmetric_tz_averages_both_readings():
     torch.testing.assert_close(swapped, Transform.invert(expected), atol=0.05, rtol=0)
 
 
-def test_mirrored_tz_reads_mirrored_motion_as_the_mirror_image():
-    torch.manual_seed(0)
-    t_z = SceneModel(replace(TINY, tz_rigid=True, tz_symmetric=True, tz_mirror=True)).t_z
-    z1, z2 = torch.randn(2, 3, 16, 16, 16)
-    torch.testing.assert_close(t_z.theta(z1, z2), torch.eye(2, 3).expand(3, 2, 3), atol=1e-5, rtol=0)
-    torch.nn.init.normal_(t_z.head[-1].weight, std=0.1)
-    readings = t_z.readings(z1, z2) + [Transform.mirrored(t) for t in t_z.readings(z1.flip(-1), z2.flip(-1))]
-    torch.testing.assert_close(t_z.theta(z1, z2), Transform.nearest_rigid(sum(readings) / 4))
-    # the mean over a scene and its mirror image: mirroring both inputs mirrors theta exactly
-    torch.testing.assert_close(t_z.theta(z1.flip(-1), z2.flip(-1)), Transform.mirrored(t_z.theta(z1, z2)),
-                               atol=1e-5, rtol=0)
-    # and the mirror is the right one: sampling by mirrored(theta) is sampling by theta, mirrored
-    theta = t_z.theta(z1, z2)
-    torch.testing.assert_close(t_z.apply(Transform.mirrored(theta), z1.flip(-1)), t_z.apply(theta, z1).flip(-1),
-                               atol=1e-5, rtol=0)
-
-
 def test_plain_op_grid_matches_affine_grid():
     theta = torch.randn(5, 2, 3)
     expected = F.affine_grid(theta, [5, 1, 16, 16], align_corners=False)

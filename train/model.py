@@ -25,7 +25,6 @@ class ModelConfig:
     tz_refine: int = 0  # passes of T^Z on z_t1 moved by its estimate so far, each correcting it
     tz_centred: bool = False  # T^Z reads the motion between the two characters moved to the centre
     tz_symmetric: bool = False  # theta averages T^Z(z_t1, z_t2) with the inverse of T^Z(z_t2, z_t1)
-    tz_mirror: bool = False  # ... and with T^Z's reading(s) of the mirrored features, mirrored back
 
     @property
     def feature_size(self) -> int:
@@ -136,8 +135,6 @@ class Transform(nn.Module):
     With cfg.tz_symmetric, theta is the mean of T^Z(z_t1, z_t2) and the inverse of T^Z(z_t2, z_t1)
     (then made rigid again): two readings of one motion whose errors are partly independent, so
     their mean is steadier. It stays order dependent: swapping the inputs about inverts theta.
-    With cfg.tz_mirror, the reading(s) of the features mirrored left to right, mirrored back, join
-    the mean: the network sees the motion laid out differently, so its errors differ again.
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -157,7 +154,6 @@ class Transform(nn.Module):
         self.refine = cfg.tz_refine
         self.centred = cfg.tz_centred
         self.symmetric = cfg.tz_symmetric
-        self.mirror = cfg.tz_mirror
         nn.init.zeros_(self.head[-1].weight)
         with torch.no_grad():
             self.head[-1].bias.copy_(torch.tensor([1.0, 0, 0, 0, 1, 0]))
@@ -202,26 +198,12 @@ class Transform(nn.Module):
         a_inv = torch.stack([torch.stack([s, -q], -1), torch.stack([-r, p], -1)], 1) / det
         return torch.cat([a_inv, -a_inv @ theta[:, :, 2:]], dim=2)
 
-    @staticmethod
-    def mirrored(theta):
-        """M theta M for the left-right mirror M: (x, y) -> (-x, y); (B, 2, 3) -> (B, 2, 3)."""
-        return theta * theta.new_tensor([[1.0, -1.0, -1.0], [-1.0, 1.0, 1.0]])
-
     def theta(self, z_t1, z_t2):
         """(B, C, F, F) x2 -> (B, 2, 3)."""
-        readings = self.readings(z_t1, z_t2)
-        if self.mirror:  # features flipped along x (their last axis), the motion flipped back
-            readings += [self.mirrored(t) for t in self.readings(z_t1.flip(-1), z_t2.flip(-1))]
-        if len(readings) == 1:
-            return readings[0]
-        theta = sum(readings) / len(readings)
+        if not self.symmetric:
+            return self.read(z_t1, z_t2)
+        theta = 0.5 * (self.read(z_t1, z_t2) + self.invert(self.read(z_t2, z_t1)))
         return self.nearest_rigid(theta) if self.rigid else theta
-
-    def readings(self, z_t1, z_t2):
-        """T^Z's reading of the motion, and with cfg.tz_symmetric the inverse of its reading of
-        the motion back: a list of (B, 2, 3)."""
-        forward = self.read(z_t1, z_t2)
-        return [forward, self.invert(self.read(z_t2, z_t1))] if self.symmetric else [forward]
 
     def read(self, z_t1, z_t2):
         """One reading of the motion from z_t1 to z_t2: (B, C, F, F) x2 -> (B, 2, 3)."""
