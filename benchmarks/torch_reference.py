@@ -70,9 +70,13 @@ def model_from_bundle(directory: Path) -> tuple[SceneModel, dict]:
                 zero_bias.append(f"{name}.{bias}")
         norms = [(k, m) for k, m in module.named_modules() if isinstance(m, torch.nn.GroupNorm)]
         params = group_norm_params(graph, consts)
-        if len(params) != len(norms):
+        # a network that runs more than once in its graph (a symmetric T^Z reads both ways)
+        # repeats its GroupNorms: every pass must carry the first pass's parameters
+        first, passes = params[:len(norms)], len(params) // len(norms) if norms else 0
+        if len(params) != passes * len(norms) or any(
+                not all(np.array_equal(a, b) for a, b in zip(p, q)) for p, q in zip(params, first * passes)):
             raise ValueError(f"{name}: {len(params)} GroupNorms in the graph, {len(norms)} in the model")
-        for (key, norm), (weight, bias, groups) in zip(norms, params):
+        for (key, norm), (weight, bias, groups) in zip(norms, first):
             if groups != norm.num_groups or weight.shape != norm.weight.shape:
                 raise ValueError(f"{name}.{key}: graph has {groups} groups of {weight.shape}, model "
                                  f"{norm.num_groups} groups of {tuple(norm.weight.shape)}")
