@@ -22,6 +22,16 @@ def test_model_from_bundle_is_the_checkpoint(tiny_bundle, tiny_checkpoint):
         torch.testing.assert_close(got[key], want[key], rtol=0, atol=0, msg=key)
 
 
+def test_model_from_the_shipped_bundle_renders_what_eqsdk_renders():
+    import eqsdk
+    from eqsdk.bundle import bundle_dir
+
+    # its symmetric T^Z runs the network twice, so the t_z graph holds each GroupNorm twice
+    model, found = torch_reference.model_from_bundle(bundle_dir("mnist"))
+    assert model.cfg.tz_symmetric and len(found["from_graph"]) == 6
+    assert torch_reference.parity(model, eqsdk.load("mnist")) <= 1e-4
+
+
 def test_a_time_budget_gives_slow_calls_fewer_runs_but_never_too_few():
     calls = []
     slow = lambda: (calls.append(1), time.sleep(0.01))  # noqa: E731
