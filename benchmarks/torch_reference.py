@@ -1,12 +1,5 @@
-"""The PyTorch reference for a bundle: the SceneModel rebuilt from the bundle's own graphs, and
-the same calls eqsdk.bench times, in PyTorch (eager or torch.compile).
-
-The weights come from the ONNX initializers, whose names are the modules' state_dict keys
-(f_c.onnx holds 'stem.0.weight', ...). The exporter decomposes each GroupNorm of T^Z into
-Reshape -> InstanceNormalization -> Reshape -> Mul(weight) -> Add(bias), so its affine parameters
-are unnamed constants ('val_25', ...): they are read from the graph by following that chain from
-each InstanceNormalization, in order. A conv whose bias was all zeros has no bias input (the
-exporter drops it): that bias is zero. Every state_dict entry must be accounted for.
+"""The PyTorch reference for a bundle: the SceneModel rebuilt from the bundle's own graphs
+(train.from_bundle), and the same calls eqsdk.bench times, in PyTorch (eager or torch.compile).
 """
 from __future__ import annotations
 
@@ -16,79 +9,32 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
-from onnx import numpy_helper
 
 from eqsdk.bundle import read_manifest
-from train.model import ModelConfig, SceneModel
-
-MODULES = ("f_c", "f_b", "t_z", "g")  # graphs with weights of their own; warp has none
-
-
-def consumers(graph: onnx.GraphProto, tensor: str) -> list[onnx.NodeProto]:
-    return [n for n in graph.node if tensor in n.input]
-
-
-def group_norm_params(graph: onnx.GraphProto, consts: dict) -> list[tuple[np.ndarray, np.ndarray, int]]:
-    """(weight (C,), bias (C,), groups) of each GroupNorm decomposed by the exporter, in graph
-    order: Reshape(B, G, -1) -> InstanceNormalization -> Reshape back -> Mul(w) -> Add(b)."""
-    found = []
-    for node in graph.node:
-        if node.op_type != "InstanceNormalization":
-            continue
-        groups = int(consts[next(n for n in graph.node if node.input[0] in n.output).input[1]][1])
-        if np.any(consts[node.input[1]] != 1) or np.any(consts[node.input[2]] != 0):
-            raise ValueError("InstanceNormalization with its own scale/bias: not a decomposed GroupNorm")
-        (back,) = consumers(graph, node.output[0])
-        (mul,) = consumers(graph, back.output[0])
-        (add,) = consumers(graph, mul.output[0])
-        if (back.op_type, mul.op_type, add.op_type) != ("Reshape", "Mul", "Add"):
-            raise ValueError(f"unexpected GroupNorm decomposition after {node.name}")
-        weight = next(consts[i] for i in mul.input if i in consts)
-        bias = next(consts[i] for i in add.input if i in consts)
-        found.append((weight.reshape(-1), bias.reshape(-1), groups))
-    return found
+from train.from_bundle import NETWORKS, from_bundle
+from train.model import SceneModel
 
 
 def model_from_bundle(directory: Path) -> tuple[SceneModel, dict]:
     """The bundle's SceneModel in eval mode, and how its parameters were found:
     {"from_initializers": n, "from_graph": [GroupNorm keys], "zero_bias": [keys], "config": {...}}."""
     directory = Path(directory)
-    manifest = read_manifest(directory)
-    model = SceneModel(ModelConfig(**manifest["config"])).eval()
-    state, from_graph, zero_bias = {}, [], []
-    for name in MODULES:
+    manifest = read_manifest(directory)  # checks the schema and every file's sha256
+    model, _ = from_bundle(directory)
+    from_initializers, from_graph, zero_bias = 0, [], []
+    for name in NETWORKS:
         graph = onnx.load(directory / manifest["graphs"][name]["file"]).graph
-        consts = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+        named = {t.name for t in graph.initializer}
         module = getattr(model, name)
-        keys = module.state_dict()
-        state.update({f"{name}.{k}": torch.from_numpy(v.copy()) for k, v in consts.items() if k in keys})
-        for node in graph.node:  # the exporter drops an all-zero bias: the conv has no bias input
-            weight = node.input[1] if len(node.input) == 2 else ""
-            bias = weight.removesuffix("weight") + "bias"
-            if node.op_type in ("Conv", "ConvTranspose") and weight.endswith(".weight") and bias in keys:
-                state[f"{name}.{bias}"] = torch.zeros_like(keys[bias])
-                zero_bias.append(f"{name}.{bias}")
-        norms = [(k, m) for k, m in module.named_modules() if isinstance(m, torch.nn.GroupNorm)]
-        params = group_norm_params(graph, consts)
-        # a network that runs more than once in its graph (a symmetric T^Z reads both ways)
-        # repeats its GroupNorms: every pass must carry the first pass's parameters
-        first, passes = params[:len(norms)], len(params) // len(norms) if norms else 0
-        if len(params) != passes * len(norms) or any(
-                not all(np.array_equal(a, b) for a, b in zip(p, q)) for p, q in zip(params, first * passes)):
-            raise ValueError(f"{name}: {len(params)} GroupNorms in the graph, {len(norms)} in the model")
-        for (key, norm), (weight, bias, groups) in zip(norms, first):
-            if groups != norm.num_groups or weight.shape != norm.weight.shape:
-                raise ValueError(f"{name}.{key}: graph has {groups} groups of {weight.shape}, model "
-                                 f"{norm.num_groups} groups of {tuple(norm.weight.shape)}")
-            for p, value in (("weight", weight), ("bias", bias)):
-                state[f"{name}.{key}.{p}"] = torch.from_numpy(value.copy())
-                from_graph.append(f"{name}.{key}.{p}")
-    missing = set(model.state_dict()) - set(state)
-    if missing:
-        raise ValueError(f"parameters not found in the bundle's graphs: {sorted(missing)}")
-    model.load_state_dict(state)
-    return model, {"from_initializers": len(state) - len(from_graph) - len(zero_bias),
-                   "from_graph": from_graph, "zero_bias": zero_bias, "config": manifest["config"]}
+        for key in module.state_dict():
+            if key in named:
+                from_initializers += 1
+            elif isinstance(module.get_submodule(key.rsplit(".", 1)[0]), torch.nn.GroupNorm):
+                from_graph.append(f"{name}.{key}")
+            else:
+                zero_bias.append(f"{name}.{key}")  # from_bundle raises for any other gap
+    return model, {"from_initializers": from_initializers, "from_graph": from_graph,
+                   "zero_bias": zero_bias, "config": manifest["config"]}
 
 
 def parity(model: SceneModel, renderer, batch: int = 4, seed: int = 0) -> float:
