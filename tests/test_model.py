@@ -206,3 +206,33 @@ def test_the_self_warp_terms_score_a_known_warp(model):
     torch.testing.assert_close(shifted["warp_theta"], F.mse_loss(theta, shift))
     shifted["warp_theta"].backward()
     assert model.t_z.head[-1].bias.grad.abs().sum() > 0
+
+
+def test_the_render_optimal_theta_finds_a_known_motion():
+    """x2 rendered from x1's features moved by a known rigid theta: the search from the identity
+    gets there (f_c, f_b and g fixed), and leaves the weights' gradients alone."""
+    torch.manual_seed(0)
+    model = SceneModel(replace(TINY, tz_rigid=True))
+    x1 = F.interpolate(torch.rand(4, 3, 8, 8), size=64, mode="bilinear")  # smooth: a wide basin
+    angle = torch.deg2rad(torch.tensor([6.0, -6.0, 0.0, 3.0]))
+    c, s = torch.cos(angle), torch.sin(angle)
+    shift = torch.tensor([[0.1, 0.0], [0.0, -0.1], [0.1, 0.05], [0.0, 0.0]])
+    truth = torch.stack([torch.stack([c, -s, shift[:, 0]], -1), torch.stack([s, c, shift[:, 1]], -1)], 1)
+    with torch.no_grad():
+        z1, b1 = model.f_c(x1), model.f_b(x1)
+        x2 = model.g(model.t_z.apply(truth, z1), b1)
+    start = torch.tensor([[1.0, 0, 0], [0, 1, 0]]).expand(4, 2, 3)
+    found = model.render_optimal_theta(z1, b1, x2, start, steps=60, lr=0.02)
+    error = lambda theta: (theta - truth).abs().flatten(1).amax(1)  # noqa: E731
+    assert (error(found) < 0.25 * error(start)).all()
+    assert all(q.grad is None for q in model.parameters())
+
+
+def test_the_distil_term_trains_tz_toward_the_render_optimal_theta(model):
+    x1, x2 = torch.rand(4, 3, 64, 64), torch.rand(4, 3, 64, 64)
+    assert "distil" not in model.losses(x1, x2)
+    out = model.losses(x1, x2, distil=(2, 3))
+    assert out["distil"] > 0
+    out["distil"].backward()
+    assert model.t_z.head[-1].bias.grad.abs().sum() > 0
+    assert all(q.grad is None for q in model.g.parameters())  # the target is fixed

@@ -269,8 +269,8 @@ class SceneModel(nn.Module):
         *_, z_moved = self.t_z(self.f_c(x_t1), self.f_c(x_t2), self.f_c(x_c))
         return self.g(z_moved, self.f_b(x_b))
 
-    def losses(self, x1, x2, keep_char: torch.Tensor | None = None,
-               warp: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def losses(self, x1, x2, keep_char: torch.Tensor | None = None, warp: torch.Tensor | None = None,
+               distil: tuple[int, int] = (0, 0)) -> dict[str, torch.Tensor]:
         """The three terms of eq. 4 on a training pair, plus theta and the render for monitoring.
 
         keep_char (B,) of 0/1 drops the character path from some renders (training only): those
@@ -290,6 +290,10 @@ class SceneModel(nn.Module):
         commute with the warp of the whole image x1. T^Z is shown warped features rather than
         features of the warped image, in which the background would turn too, as it never does
         in a video.
+
+        distil (pairs, steps) adds L_distil (not in the paper; README): T^Z's theta on the first
+        `pairs` pairs against the render-optimal theta that `steps` of descent on their scene
+        loss reach from it (render_optimal_theta).
         """
         images = [x1, x2] + ([self.warp_images(x1, warp)] if warp is not None else [])
         z1, z2, *z_warped = self.f_c(torch.cat(images)).chunk(len(images))
@@ -300,8 +304,12 @@ class SceneModel(nn.Module):
         if keep_char is not None:
             z1_moved = z1_moved * keep_char.view(-1, 1, 1, 1).to(z1_moved.dtype)
         render = self.g(z1_moved, b1)  # h(x1, x1, x2, x1)
+        n, steps = distil
+        if n:
+            target = self.render_optimal_theta(z1[:n], b1[:n], x2[:n], theta[:n], steps)
         z2, b1, b2 = z2.float(), b1.float(), b2.float()
         return {
+            **({"distil": F.mse_loss(theta[:n].float(), target)} if n else {}),
             "scene": F.mse_loss(render.float(), x2),
             "equiv": F.mse_loss(z1_moved, z2) / (z1_moved.square().mean() + z2.square().mean() + 1e-8),
             "inv": F.mse_loss(b1, b2) / (b2.detach().square().mean() + 1e-6),
@@ -309,6 +317,37 @@ class SceneModel(nn.Module):
             "render": render.detach().float(),
             **(self.warp_losses(z1, z_warped[0], warp) if warp is not None else {}),
         }
+
+    def render_optimal_theta(self, z1, b1, x2, start, steps: int, lr: float = 0.01):
+        """The theta that best renders each pair, found by `steps` of Adam on each pair's scene
+        loss ||g(theta o z1 + b1) - x2||² from `start` (B, 2, 3), the networks held fixed: the
+        rotation angle and the shift when T^Z is rigid, else all six entries. T^Z amortises this
+        search, and where the renderer knows the motion better than T^Z reads it (README), the
+        result is a target for T^Z that needs no ground truth."""
+        z1, b1, start = z1.detach().float(), b1.detach(), start.detach().float()
+        if self.cfg.tz_rigid:
+            params = [torch.atan2(start[:, 1, 0], start[:, 0, 0]), start[:, :, 2].clone()]
+        else:
+            params = [start.clone()]
+        params = [q.requires_grad_() for q in params]
+        opt = torch.optim.Adam(params, lr=lr)
+
+        def theta():
+            if not self.cfg.tz_rigid:
+                return params[0]
+            angle, shift = params
+            c, s = torch.cos(angle), torch.sin(angle)
+            return torch.stack([torch.stack([c, -s, shift[:, 0]], -1), torch.stack([s, c, shift[:, 1]], -1)], 1)
+
+        for _ in range(steps):
+            with torch.autocast(z1.device.type, enabled=False):
+                moved = self.t_z.apply(theta(), z1)
+            # a sum of per-pair losses: each pair's gradient is its own
+            loss = (self.g(moved, b1).float() - x2).square().mean(dim=(1, 2, 3)).sum()
+            for q, grad in zip(params, torch.autograd.grad(loss, params)):  # not into the weights
+                q.grad = grad
+            opt.step()
+        return theta().detach()
 
     @staticmethod
     def warp_images(x, warp):

@@ -51,6 +51,9 @@ class TrainConfig:
     alpha_warp: float = 0.0  # weight of the self-warp terms (model.losses; 0: off, as in the paper)
     warp_degrees: float = 45.0  # the self-warps: rotations up to this many degrees ...
     warp_shift: float = 0.4  # ... and shifts up to this fraction of the half-width, per axis
+    alpha_distil: float = 0.0  # weight of L_distil (model.losses; 0: off, as in the paper) ...
+    distil_pairs: int = 16  # ... on this many pairs of each batch ...
+    distil_steps: int = 20  # ... whose render-optimal theta is this many Adam steps from T^Z's
     n_digits: int = 1
     n_backgrounds: int = 64
     augment: bool = True  # dihedral + RGB permutation of training backgrounds
@@ -217,8 +220,11 @@ def main(argv=None) -> None:
             warp = random_rigid(tcfg.batch, tcfg.warp_degrees, tcfg.warp_shift,
                                 torch.Generator().manual_seed(int(rng.integers(2**63)))).to(device)
         with autocast:
-            out = model.losses(x1, x2, keep, warp)
+            out = model.losses(x1, x2, keep, warp,
+                               (tcfg.distil_pairs, tcfg.distil_steps) if tcfg.alpha_distil else (0, 0))
         total = out["scene"] + a_equiv * out["equiv"] + tcfg.alpha_inv * out["inv"]
+        if tcfg.alpha_distil:
+            total = total + tcfg.alpha_distil * out["distil"]
         if warp is not None:
             total = total + tcfg.alpha_warp * (out["warp_theta"] + out["warp_equiv"])
         opt.zero_grad(set_to_none=True)
@@ -234,11 +240,13 @@ def main(argv=None) -> None:
                   "scene": out["scene"].item(), "equiv": out["equiv"].item(), "inv": out["inv"].item(),
                   "lr": lr, "a_equiv": a_equiv, "char_dropout": p_drop, "tz_spread": spread, "tz_corr": corr,
                   "samples_per_s": tcfg.batch / dt, "data_fraction": t_data / dt,
-                  **{k: out[k].item() for k in ("warp_theta", "warp_equiv") if k in out}}
+                  **{k: out[k].item() for k in ("warp_theta", "warp_equiv", "distil") if k in out}}
         bar.update(1)
-        warp_note = {"warp": f"{record['warp_theta']:.4f}"} if warp is not None else {}
+        extra = {"warp": f"{record['warp_theta']:.4f}"} if warp is not None else {}
+        if "distil" in record:
+            extra["distil"] = f"{record['distil']:.5f}"
         bar.set_postfix(scene=f"{record['scene']:.4f}", equiv=f"{record['equiv']:.3f}",
-                        inv=f"{record['inv']:.3f}", **warp_note,
+                        inv=f"{record['inv']:.3f}", **extra,
                         tz=f"{spread:.3f}" + ("" if corr is None else f"/{corr:+.2f}"),
                         sps=f"{record['samples_per_s']:.0f}")
         if time.perf_counter() - last_sample > args.sample_every or budget_fraction() >= 1:
