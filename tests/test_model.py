@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from dataclasses import replace
 
 from train.model import (ModelConfig, SceneModel, Transform, affine_grid, base_grid, grow_from,
-                         random_rigid)
+                         random_rigid, turn_about)
 from train.moving_mnist import MovingMNIST
 
 TINY = ModelConfig(channels=16, res_blocks=1, tz_hidden=16)
@@ -228,10 +228,32 @@ def test_the_render_optimal_theta_finds_a_known_motion():
     assert all(q.grad is None for q in model.parameters())
 
 
+def test_turn_about_keeps_its_centre_and_turns_by_the_angle():
+    c = torch.tensor([[0.3, -0.2], [0.0, 0.0]])
+    t = turn_about(c, 30)
+    torch.testing.assert_close((t[:, :, :2] @ c.unsqueeze(-1)).squeeze(-1) + t[:, :, 2], c)
+    torch.testing.assert_close(torch.rad2deg(torch.atan2(t[:, 1, 0], t[:, 0, 0])), torch.full((2,), 30.0))
+
+
+def test_the_scan_reaches_a_turn_beyond_the_local_search():
+    """A 36° turn about the character, 4 scan steps away: the scan alone (no descent) finds it."""
+    torch.manual_seed(0)
+    model = SceneModel(replace(TINY, tz_rigid=True))
+    x1 = F.interpolate(torch.rand(2, 3, 8, 8), size=64, mode="bilinear")
+    pivot = torch.tensor([[0.2, -0.1], [-0.3, 0.0]])
+    truth = torch.stack([turn_about(pivot[:1], 36)[0], Transform.invert(turn_about(pivot[1:], 36))[0]])
+    with torch.no_grad():
+        z1, b1 = model.f_c(x1), model.f_b(x1)
+        x2 = model.g(model.t_z.apply(truth, z1), b1)
+    start = torch.tensor([[1.0, 0, 0], [0, 1, 0]]).expand(2, 2, 3)
+    torch.testing.assert_close(model.render_optimal_theta(z1, b1, x2, start, steps=0, scan=45, pivot=pivot), truth)
+    assert not torch.allclose(model.render_optimal_theta(z1, b1, x2, start, steps=0, scan=27, pivot=pivot), truth)
+
+
 def test_the_distil_term_trains_tz_toward_the_render_optimal_theta(model):
     x1, x2 = torch.rand(4, 3, 64, 64), torch.rand(4, 3, 64, 64)
     assert "distil" not in model.losses(x1, x2)
-    out = model.losses(x1, x2, distil=(2, 3))
+    out = model.losses(x1, x2, distil=(2, 3, 18.0))
     assert out["distil"] > 0
     out["distil"].backward()
     assert model.t_z.head[-1].bias.grad.abs().sum() > 0

@@ -46,19 +46,19 @@ def backgrounds(model: SceneModel, data: MovingMNIST, videos, background: int, i
     return out
 
 
-def render_optimal(model: SceneModel, frames: torch.Tensor, ii, jj, theta_x, steps: int) -> dict:
+def render_optimal(model: SceneModel, frames: torch.Tensor, ii, jj, theta_x, steps: int, scan: float) -> dict:
     """r² of T^Z's theta and of the theta minimising each pair's scene loss from there."""
     x1, x2 = frames[:, ii].flatten(0, 1), frames[:, jj].flatten(0, 1)
     with torch.no_grad():
-        z1, b1 = model.f_c(x1), model.f_b(x1)
-        start = model.t_z.theta(z1, model.f_c(x2))
-    found = model.render_optimal_theta(z1, b1, x2, start, steps)
+        z1, b1, z2 = model.f_c(x1), model.f_b(x1), model.f_c(x2)
+        start = model.t_z.theta(z1, z2)
+    found = model.render_optimal_theta(z1, b1, x2, start, steps, scan=scan, pivot=model.t_z.centre(z2))
 
     @torch.no_grad()
     def scene_loss(theta):
         return (model.g(model.t_z.apply(theta, z1), b1) - x2).square().mean().item()
 
-    return {"pairs": len(x1), "steps": steps,
+    return {"pairs": len(x1), "steps": steps, "scan": scan,
             "tz": {"r2": r2_score(theta_x, start.reshape(-1, 6).double().numpy()), "scene_mse": scene_loss(start)},
             "optimal": {"r2": r2_score(theta_x, found.reshape(-1, 6).double().numpy()),
                         "scene_mse": scene_loss(found)}}
@@ -73,6 +73,8 @@ def main(argv=None) -> None:
     p.add_argument("--pairs", type=int, default=4000, help="pairs for the background diagnostic")
     p.add_argument("--optimise-pairs", type=int, default=300, help="pairs for the render-optimal theta")
     p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--scan", type=float, default=0.0, help="first try turns up to this many degrees")
+    p.add_argument("--first-video", type=int, default=0, help="the render-optimal search's videos start here")
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
     model, ckpt = load_checkpoint(args.checkpoint)
@@ -84,9 +86,10 @@ def main(argv=None) -> None:
     report = {"checkpoint": str(args.checkpoint), "split": args.split, "digit": args.digit, "seed": args.seed,
               "background_index": background,
               "backgrounds": backgrounds(model, data, videos, background, ii, jj, theta_x)}
-    n = math.ceil(args.optimise_pairs / len(ii))
-    frames = data.frames_of(type(videos)(videos.digits[:n], videos.backgrounds[:n], videos.states[:n]))
-    report["render_optimal"] = render_optimal(model, frames, ii, jj, theta_x[: n * len(ii)], args.steps)
+    v = slice(args.first_video, args.first_video + math.ceil(args.optimise_pairs / len(ii)))
+    frames = data.frames_of(type(videos)(videos.digits[v], videos.backgrounds[v], videos.states[v]))
+    report["render_optimal"] = render_optimal(model, frames, ii, jj, theta_x.reshape(len(videos.digits), len(ii), 6)[v].reshape(-1, 6),
+                                              args.steps, args.scan)
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:

@@ -270,7 +270,7 @@ class SceneModel(nn.Module):
         return self.g(z_moved, self.f_b(x_b))
 
     def losses(self, x1, x2, keep_char: torch.Tensor | None = None, warp: torch.Tensor | None = None,
-               distil: tuple[int, int] = (0, 0)) -> dict[str, torch.Tensor]:
+               distil: tuple[int, int, float] = (0, 0, 0.0)) -> dict[str, torch.Tensor]:
         """The three terms of eq. 4 on a training pair, plus theta and the render for monitoring.
 
         keep_char (B,) of 0/1 drops the character path from some renders (training only): those
@@ -291,9 +291,9 @@ class SceneModel(nn.Module):
         features of the warped image, in which the background would turn too, as it never does
         in a video.
 
-        distil (pairs, steps) adds L_distil (not in the paper; README): T^Z's theta on the first
-        `pairs` pairs against the render-optimal theta that `steps` of descent on their scene
-        loss reach from it (render_optimal_theta).
+        distil (pairs, steps, scan) adds L_distil (not in the paper; README): T^Z's theta on the
+        first `pairs` pairs against the render-optimal theta that a scan of turns up to +-scan
+        degrees and `steps` of descent on their scene loss reach from it (render_optimal_theta).
         """
         images = [x1, x2] + ([self.warp_images(x1, warp)] if warp is not None else [])
         z1, z2, *z_warped = self.f_c(torch.cat(images)).chunk(len(images))
@@ -304,9 +304,10 @@ class SceneModel(nn.Module):
         if keep_char is not None:
             z1_moved = z1_moved * keep_char.view(-1, 1, 1, 1).to(z1_moved.dtype)
         render = self.g(z1_moved, b1)  # h(x1, x1, x2, x1)
-        n, steps = distil
+        n, steps, scan = distil
         if n:
-            target = self.render_optimal_theta(z1[:n], b1[:n], x2[:n], theta[:n], steps)
+            pivot = self.t_z.centre(z2[:n]) if scan else None
+            target = self.render_optimal_theta(z1[:n], b1[:n], x2[:n], theta[:n], steps, scan=scan, pivot=pivot)
         z2, b1, b2 = z2.float(), b1.float(), b2.float()
         return {
             **({"distil": F.mse_loss(theta[:n].float(), target)} if n else {}),
@@ -329,13 +330,32 @@ class SceneModel(nn.Module):
             target = self.t_z.compose(self.t_z.theta(z1, z2).float(), self.t_z.theta(z2, z3).float())
         return F.mse_loss(self.t_z.theta(z1, z3).float(), target)
 
-    def render_optimal_theta(self, z1, b1, x2, start, steps: int, lr: float = 0.01):
+    def render_optimal_theta(self, z1, b1, x2, start, steps: int, lr: float = 0.01, scan: float = 0.0,
+                             pivot: torch.Tensor | None = None):
         """The theta that best renders each pair, found by `steps` of Adam on each pair's scene
         loss ||g(theta o z1 + b1) - x2||² from `start` (B, 2, 3), the networks held fixed: the
         rotation angle and the shift when T^Z is rigid, else all six entries. T^Z amortises this
         search, and where the renderer knows the motion better than T^Z reads it (README), the
-        result is a target for T^Z that needs no ground truth."""
+        result is a target for T^Z that needs no ground truth.
+
+        A local search cannot reach a large turn that T^Z under-reads (54° read as 17°). With scan
+        > 0 it first tries `start` turned further about `pivot` (B, 2; where the character is in
+        x2, in grid coordinates) by every multiple of SCAN_STEP degrees up to +-scan, and goes on
+        from the best."""
         z1, b1, start = z1.detach().float(), b1.detach(), start.detach().float()
+
+        def scene_losses(theta):  # (B,): each pair's own loss, so a sum's gradient is per pair
+            with torch.autocast(z1.device.type, enabled=False):
+                moved = self.t_z.apply(theta, z1)
+            return (self.g(moved, b1).float() - x2).square().mean(dim=(1, 2, 3))
+
+        if scan:
+            with torch.no_grad():
+                turns = [turn_about(pivot.float(), d) for d in torch.arange(SCAN_STEP, scan + 1e-6, SCAN_STEP)]
+                tries = torch.stack([start] + [self.t_z.compose(start, t) for t in turns + [
+                    self.t_z.invert(t) for t in turns]])  # (K, B, 2, 3)
+                best = torch.stack([scene_losses(t) for t in tries]).argmin(0)
+                start = tries[best, torch.arange(len(start))]
         if self.cfg.tz_rigid:
             params = [torch.atan2(start[:, 1, 0], start[:, 0, 0]), start[:, :, 2].clone()]
         else:
@@ -351,11 +371,8 @@ class SceneModel(nn.Module):
             return torch.stack([torch.stack([c, -s, shift[:, 0]], -1), torch.stack([s, c, shift[:, 1]], -1)], 1)
 
         for _ in range(steps):
-            with torch.autocast(z1.device.type, enabled=False):
-                moved = self.t_z.apply(theta(), z1)
-            # a sum of per-pair losses: each pair's gradient is its own
-            loss = (self.g(moved, b1).float() - x2).square().mean(dim=(1, 2, 3)).sum()
-            for q, grad in zip(params, torch.autograd.grad(loss, params)):  # not into the weights
+            grads = torch.autograd.grad(scene_losses(theta()).sum(), params)  # not into the weights
+            for q, grad in zip(params, grads):
                 q.grad = grad
             opt.step()
         return theta().detach()
@@ -384,6 +401,16 @@ class SceneModel(nn.Module):
             "warp_theta": F.mse_loss(theta, warp),
             "warp_equiv": ((moved - z_warped).square() * inside).mean() / (energy + 1e-8),
         }
+
+
+SCAN_STEP = 9.0  # degrees between the turns render_optimal_theta tries before its local search
+
+
+def turn_about(centre: torch.Tensor, degrees: float) -> torch.Tensor:
+    """(B, 2) -> (B, 2, 3): the rotation by `degrees` about each centre, p -> R (p - c) + c."""
+    a = math.radians(float(degrees))
+    r = centre.new_tensor([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]]).expand(len(centre), 2, 2)
+    return torch.cat([r, (centre - (r @ centre.unsqueeze(-1)).squeeze(-1)).unsqueeze(-1)], dim=2)
 
 
 def random_rigid(n: int, max_degrees: float, max_shift: float, generator: torch.Generator) -> torch.Tensor:

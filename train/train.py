@@ -53,7 +53,8 @@ class TrainConfig:
     warp_shift: float = 0.4  # ... and shifts up to this fraction of the half-width, per axis
     alpha_distil: float = 0.0  # weight of L_distil (model.losses; 0: off, as in the paper) ...
     distil_pairs: int = 16  # ... on this many pairs of each batch ...
-    distil_steps: int = 20  # ... whose render-optimal theta is this many Adam steps from T^Z's
+    distil_steps: int = 20  # ... whose render-optimal theta is this many Adam steps from T^Z's ...
+    distil_scan: float = 0.0  # ... after trying it turned further by up to this many degrees
     alpha_comp: float = 0.0  # weight of L_comp (model.composition_loss; 0: off, as in the paper) ...
     comp_videos: int = 32  # ... on three frames of this many more videos per step (mnist only)
     n_digits: int = 1
@@ -227,7 +228,7 @@ def main(argv=None) -> None:
                                 torch.Generator().manual_seed(int(rng.integers(2**63)))).to(device)
         with autocast:
             out = model.losses(x1, x2, keep, warp,
-                               (tcfg.distil_pairs, tcfg.distil_steps) if tcfg.alpha_distil else (0, 0))
+                               (tcfg.distil_pairs, tcfg.distil_steps, tcfg.distil_scan) if tcfg.alpha_distil else (0, 0, 0.0))
             if triples:
                 out["comp"] = model.composition_loss(*triples)
         total = out["scene"] + a_equiv * out["equiv"] + tcfg.alpha_inv * out["inv"]
