@@ -319,17 +319,6 @@ class SceneModel(nn.Module):
             **(self.warp_losses(z1, z_warped[0], warp) if warp is not None else {}),
         }
 
-    def composition_loss(self, x1, x2, x3) -> torch.Tensor:
-        """L_comp (not in the paper; README): T^Z's reading of the motion x1 -> x3 against the
-        composition of its readings x1 -> x2 and x2 -> x3, three frames of one video. The target
-        is detached: readings of the smaller motions teach the larger one, which T^Z otherwise
-        under-reads (a 54° turn read as 17°). A reading that is merely scaled (0.7 x every turn)
-        composes consistently and costs nothing: r² forgives it, saturation it does not."""
-        z1, z2, z3 = self.f_c(torch.cat([x1, x2, x3])).chunk(3)
-        with torch.no_grad():
-            target = self.t_z.compose(self.t_z.theta(z1, z2).float(), self.t_z.theta(z2, z3).float())
-        return F.mse_loss(self.t_z.theta(z1, z3).float(), target)
-
     def render_optimal_theta(self, z1, b1, x2, start, steps: int, lr: float = 0.01, scan: float = 0.0,
                              pivot: torch.Tensor | None = None):
         """The theta that best renders each pair, found by `steps` of Adam on each pair's scene

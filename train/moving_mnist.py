@@ -201,21 +201,6 @@ class MovingMNIST:
         x2 = self.render(digits, s2, bgs)
         return x1, x2, motion(s1, s2, self.size)
 
-    def sample_triples(self, count: int, rng: np.random.Generator, augment: bool = False,
-                       recolour: float = 0.0):
-        """Three distinct frames (x1, x2, x3) of each of `count` videos, in the order they were
-        shot or all reversed, so that x1 -> x3 spans the other two motions
-        (model.composition_loss), and T^X of x1 -> x3; backgrounds as in sample_pairs."""
-        videos = self.sample_videos(count, rng)
-        picks = np.sort(np.stack([rng.choice(self.frames, 3, replace=False) for _ in range(count)]), axis=1)
-        picks = np.where(rng.random((count, 1)) < 0.5, picks, picks[:, ::-1])
-        bgs = self.backgrounds[torch.from_numpy(videos.backgrounds)]
-        if augment:
-            bgs = augment_backgrounds(bgs, rng, recolour)
-        states = [videos.states[np.arange(count), picks[:, k]] for k in range(3)]  # 3 x (B, N, 3)
-        x1, x2, x3 = (self.render(videos.digits, s, bgs) for s in states)
-        return x1, x2, x3, motion(states[0], states[2], self.size)
-
 
 def distinct_frames(frames: int, count: int, rng: np.random.Generator,
                     max_gap: int | None = None) -> tuple[np.ndarray, np.ndarray]:

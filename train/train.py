@@ -55,8 +55,6 @@ class TrainConfig:
     distil_pairs: int = 16  # ... on this many pairs of each batch ...
     distil_steps: int = 20  # ... whose render-optimal theta is this many Adam steps from T^Z's ...
     distil_scan: float = 0.0  # ... after trying it turned further by up to this many degrees
-    alpha_comp: float = 0.0  # weight of L_comp (model.composition_loss; 0: off, as in the paper) ...
-    comp_videos: int = 32  # ... on three frames of this many more videos per step (mnist only)
     n_digits: int = 1
     n_backgrounds: int = 64
     augment: bool = True  # dihedral + RGB permutation of training backgrounds
@@ -206,10 +204,6 @@ def main(argv=None) -> None:
         near = state["samples"] < tcfg.near_until
         x1, x2, tx = train_set.sample_pairs(tcfg.batch, rng, max_gap=1 if near else None,
                                             augment=tcfg.augment, recolour=tcfg.recolour)
-        triples = None
-        if tcfg.alpha_comp:
-            triples = [x.to(device, memory_format=torch.channels_last) for x in
-                       train_set.sample_triples(tcfg.comp_videos, rng, tcfg.augment, tcfg.recolour)[:3]]
         x1 = x1.to(device, memory_format=torch.channels_last)
         x2 = x2.to(device, memory_format=torch.channels_last)
         t_data = time.perf_counter() - t0
@@ -226,16 +220,12 @@ def main(argv=None) -> None:
         if tcfg.alpha_warp:
             warp = random_rigid(tcfg.batch, tcfg.warp_degrees, tcfg.warp_shift,
                                 torch.Generator().manual_seed(int(rng.integers(2**63)))).to(device)
+        distil = (tcfg.distil_pairs, tcfg.distil_steps, tcfg.distil_scan) if tcfg.alpha_distil else (0, 0, 0.0)
         with autocast:
-            out = model.losses(x1, x2, keep, warp,
-                               (tcfg.distil_pairs, tcfg.distil_steps, tcfg.distil_scan) if tcfg.alpha_distil else (0, 0, 0.0))
-            if triples:
-                out["comp"] = model.composition_loss(*triples)
+            out = model.losses(x1, x2, keep, warp, distil)
         total = out["scene"] + a_equiv * out["equiv"] + tcfg.alpha_inv * out["inv"]
         if tcfg.alpha_distil:
             total = total + tcfg.alpha_distil * out["distil"]
-        if triples:
-            total = total + tcfg.alpha_comp * out["comp"]
         if warp is not None:
             total = total + tcfg.alpha_warp * (out["warp_theta"] + out["warp_equiv"])
         opt.zero_grad(set_to_none=True)
@@ -251,10 +241,11 @@ def main(argv=None) -> None:
                   "scene": out["scene"].item(), "equiv": out["equiv"].item(), "inv": out["inv"].item(),
                   "lr": lr, "a_equiv": a_equiv, "char_dropout": p_drop, "tz_spread": spread, "tz_corr": corr,
                   "samples_per_s": tcfg.batch / dt, "data_fraction": t_data / dt,
-                  **{k: out[k].item() for k in ("warp_theta", "warp_equiv", "distil", "comp") if k in out}}
+                  **{k: out[k].item() for k in ("warp_theta", "warp_equiv", "distil") if k in out}}
         bar.update(1)
         extra = {"warp": f"{record['warp_theta']:.4f}"} if warp is not None else {}
-        extra.update({k: f"{record[k]:.5f}" for k in ("distil", "comp") if k in record})
+        if "distil" in record:
+            extra["distil"] = f"{record['distil']:.5f}"
         bar.set_postfix(scene=f"{record['scene']:.4f}", equiv=f"{record['equiv']:.3f}",
                         inv=f"{record['inv']:.3f}", **extra,
                         tz=f"{spread:.3f}" + ("" if corr is None else f"/{corr:+.2f}"),
