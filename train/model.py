@@ -330,7 +330,7 @@ class SceneModel(nn.Module):
         A local search cannot reach a large turn that T^Z under-reads (54° read as 17°). With scan
         > 0 it first tries `start` turned further about `pivot` (B, 2; where the character is in
         x2, in grid coordinates) by every multiple of SCAN_STEP degrees up to +-scan, and goes on
-        from the best."""
+        from the best where it beats `start` clearly (SCAN_MARGIN)."""
         z1, b1, start = z1.detach().float(), b1.detach(), start.detach().float()
 
         def scene_losses(theta):  # (B,): each pair's own loss, so a sum's gradient is per pair
@@ -343,7 +343,10 @@ class SceneModel(nn.Module):
                 turns = [turn_about(pivot.float(), d) for d in torch.arange(SCAN_STEP, scan + 1e-6, SCAN_STEP)]
                 tries = torch.stack([start] + [self.t_z.compose(start, t) for t in turns + [
                     self.t_z.invert(t) for t in turns]])  # (K, B, 2, 3)
-                best = torch.stack([scene_losses(t) for t in tries]).argmin(0)
+                losses = torch.stack([scene_losses(t) for t in tries])  # (K, B)
+                best = losses.argmin(0)
+                # A turn must earn its place: near-symmetric shapes render alike at many turns.
+                best = torch.where(losses.min(0).values < SCAN_MARGIN * losses[0], best, 0)
                 start = tries[best, torch.arange(len(start))]
         if self.cfg.tz_rigid:
             params = [torch.atan2(start[:, 1, 0], start[:, 0, 0]), start[:, :, 2].clone()]
@@ -392,7 +395,8 @@ class SceneModel(nn.Module):
         }
 
 
-SCAN_STEP = 9.0  # degrees between the turns render_optimal_theta tries before its local search
+SCAN_STEP = 9.0  # degrees between the turns render_optimal_theta tries before its local search ...
+SCAN_MARGIN = 0.8  # ... keeping the best only where it renders with this fraction of start's loss or less
 
 
 def turn_about(centre: torch.Tensor, degrees: float) -> torch.Tensor:
