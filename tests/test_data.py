@@ -37,6 +37,15 @@ def test_tx_maps_frame_i_onto_frame_j(data):
     assert moved_err.mean() < 0.05 * unmoved_err.mean()
 
 
+def test_turned_starts_stay_in_the_canvas_and_upright_is_the_default(data):
+    assert (data.sample_videos(50, np.random.default_rng(4)).states[:, 0, :, 2] == 0).all()
+    turned = MovingMNIST("test", n_backgrounds=8, start_turn=40)
+    videos = turned.sample_videos(200, np.random.default_rng(4))
+    start = videos.states[:, 0, 0, 2]
+    assert np.abs(start).max() <= 40 and np.abs(start).max() > 35 and start.min() < -35
+    assert all(turned.inside(videos.digits[b, 0], videos.states[b, t, 0]) for b in range(200) for t in range(5))
+
+
 def test_transfer_of_a_motion_to_its_own_digit_is_the_motion(data):
     videos = data.sample_videos(4, np.random.default_rng(1))
     s = videos.states[:, :, 0]

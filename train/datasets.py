@@ -58,11 +58,11 @@ class SpritePairs:
 
 
 def pair_source(dataset: str, split: str, n_backgrounds: int, seed: int = 0, n_digits: int = 1,
-                characters: int = 0) -> PairSource:
+                characters: int = 0, start_turn: float = 0.0) -> PairSource:
     """The pairs of one split. seed: Moving MNIST's background seed (as before); characters: the
-    sprites subset (0: the whole split)."""
+    sprites subset (0: the whole split); start_turn: Moving MNIST's turned starts (training)."""
     if dataset == "mnist":
-        return MovingMNIST(split, n_digits, n_backgrounds, seed=seed)
+        return MovingMNIST(split, n_digits, n_backgrounds, seed=seed, start_turn=start_turn)
     if dataset == "sprites":
         return SpritePairs(load_sprites(split, 0, characters), with_backgrounds=False)
     if dataset == "sprites-bg":

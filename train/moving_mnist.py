@@ -100,8 +100,9 @@ class MovingMNIST:
     """Videos of `n_digits` MNIST digits moving on one of the split's fixed backgrounds."""
 
     def __init__(self, split: str, n_digits: int = 1, n_backgrounds: int = 64, frames: int = 5,
-                 size: int = 64, seed: int = 0, data_dir: Path = DATA_DIR):
+                 size: int = 64, seed: int = 0, data_dir: Path = DATA_DIR, start_turn: float = 0.0):
         self.split, self.n_digits, self.frames, self.size = split, n_digits, frames, size
+        self.start_turn = start_turn  # videos start upright (0), or turned by up to +-this many degrees
         digits = load_mnist(split, data_dir)
         self.digits = torch.from_numpy(digits.copy()).float().div_(255).unsqueeze(1)  # (D, 1, 28, 28)
         self.ink_corners = self._ink_corners(digits)  # (D, 4, 2) relative to the patch centre
@@ -124,9 +125,13 @@ class MovingMNIST:
         return bool(pts.min() >= 0 and pts.max() <= self.size)
 
     def random_start(self, digit: int, rng: np.random.Generator) -> np.ndarray:
-        lo = -self.ink_corners[digit].min(0)
-        hi = self.size - self.ink_corners[digit].max(0)
-        return np.array([rng.uniform(lo[0], hi[0]), rng.uniform(lo[1], hi[1]), 0.0])
+        """A pose with all the ink on the canvas: upright, or turned by up to +-start_turn degrees.
+        Turned starts are a training augmentation: with every video upright at its start, T^Z can
+        read a turn off how upright each frame is, which fails on a digit already turned far."""
+        turn = rng.uniform(-self.start_turn, self.start_turn) if self.start_turn else 0.0
+        corners = self.ink_corners[digit] @ rotation(turn).T
+        lo, hi = -corners.min(0), self.size - corners.max(0)
+        return np.array([rng.uniform(lo[0], hi[0]), rng.uniform(lo[1], hi[1]), turn])
 
     def random_step(self, digit: int, state: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """One rotation or translation that keeps the digit on the canvas (redrawn until it does)."""

@@ -59,6 +59,7 @@ class TrainConfig:
     n_backgrounds: int = 64
     augment: bool = True  # dihedral + RGB permutation of training backgrounds
     recolour: float = 0.0  # share of training backgrounds whose colours are redrawn (with augment)
+    start_turn: float = 0.0  # mnist: training videos start turned by up to +-this many degrees
     train_only: str = ""  # comma-separated networks to train (e.g. "t_z"); the others frozen
     bf16: bool = True  # autocast on CPU where supported (ignored on CUDA, which uses bf16 too)
     dataset: str = "mnist"  # one of datasets.DATASETS (checkpoints from before it are mnist)
@@ -172,7 +173,8 @@ def main(argv=None) -> None:
                      "init_from": src.get("init_from")}
         print(f"starting from the weights of {args.init_from} (step {src['step']})", file=sys.stderr)
 
-    train_set = pair_source(tcfg.dataset, "train", tcfg.n_backgrounds, tcfg.seed, tcfg.n_digits, tcfg.characters)
+    train_set = pair_source(tcfg.dataset, "train", tcfg.n_backgrounds, tcfg.seed, tcfg.n_digits, tcfg.characters,
+                            tcfg.start_turn)
     val_set = pair_source(tcfg.dataset, "val", VAL_BACKGROUNDS, tcfg.seed, tcfg.n_digits, tcfg.characters)
     val_x1, val_x2, _ = val_set.sample_pairs(256, np.random.default_rng([tcfg.seed, 1]))
     autocast = torch.autocast(device.type, dtype=torch.bfloat16,
