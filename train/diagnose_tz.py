@@ -88,8 +88,8 @@ def main(argv=None) -> None:
               "backgrounds": backgrounds(model, data, videos, background, ii, jj, theta_x)}
     v = slice(args.first_video, args.first_video + math.ceil(args.optimise_pairs / len(ii)))
     frames = data.frames_of(type(videos)(videos.digits[v], videos.backgrounds[v], videos.states[v]))
-    report["render_optimal"] = render_optimal(model, frames, ii, jj, theta_x.reshape(len(videos.digits), len(ii), 6)[v].reshape(-1, 6),
-                                              args.steps, args.scan)
+    theta_x = theta_x.reshape(len(videos.digits), len(ii), 6)[v].reshape(-1, 6)  # those videos' pairs
+    report["render_optimal"] = render_optimal(model, frames, ii, jj, theta_x, args.steps, args.scan)
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:

@@ -356,11 +356,7 @@ class SceneModel(nn.Module):
         opt = torch.optim.Adam(params, lr=lr)
 
         def theta():
-            if not self.cfg.tz_rigid:
-                return params[0]
-            angle, shift = params
-            c, s = torch.cos(angle), torch.sin(angle)
-            return torch.stack([torch.stack([c, -s, shift[:, 0]], -1), torch.stack([s, c, shift[:, 1]], -1)], 1)
+            return rigid(*params) if self.cfg.tz_rigid else params[0]
 
         for _ in range(steps):
             grads = torch.autograd.grad(scene_losses(theta()).sum(), params)  # not into the weights
@@ -399,10 +395,15 @@ SCAN_STEP = 9.0  # degrees between the turns render_optimal_theta tries before i
 SCAN_MARGIN = 0.8  # ... keeping the best only where it renders with this fraction of start's loss or less
 
 
+def rigid(angle: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """(B,) radians and (B, 2) shifts -> (B, 2, 3): p -> R(angle) p + shift."""
+    c, s = torch.cos(angle), torch.sin(angle)
+    return torch.stack([torch.stack([c, -s, shift[:, 0]], -1), torch.stack([s, c, shift[:, 1]], -1)], 1)
+
+
 def turn_about(centre: torch.Tensor, degrees: float) -> torch.Tensor:
     """(B, 2) -> (B, 2, 3): the rotation by `degrees` about each centre, p -> R (p - c) + c."""
-    a = math.radians(float(degrees))
-    r = centre.new_tensor([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]]).expand(len(centre), 2, 2)
+    r = rigid(centre.new_full((len(centre),), math.radians(float(degrees))), torch.zeros_like(centre))[:, :, :2]
     return torch.cat([r, (centre - (r @ centre.unsqueeze(-1)).squeeze(-1)).unsqueeze(-1)], dim=2)
 
 
@@ -411,8 +412,7 @@ def random_rigid(n: int, max_degrees: float, max_shift: float, generator: torch.
     uniform in +-max_shift (in [-1, 1] image units) per axis."""
     angle = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(max_degrees)
     shift = (torch.rand(n, 2, generator=generator) * 2 - 1) * max_shift
-    c, s = torch.cos(angle), torch.sin(angle)
-    return torch.stack([torch.stack([c, -s, shift[:, 0]], -1), torch.stack([s, c, shift[:, 1]], -1)], 1)
+    return rigid(angle, shift)
 
 
 def grow_from(model: SceneModel, source: SceneModel) -> None:
