@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from eqsdk import motion_check
+
 PATHS = ("full", "motion", "drive", "background")
 GRAPH_ROWS = ("graph:f_c", "graph:f_b", "graph:t_z", "graph:g", "graph:warp")
 BUSY_LOAD = 0.5  # a 1-minute load average above this before the start: something else was running
@@ -157,6 +159,18 @@ def latency_table(r: dict) -> list[str]:
     return lines
 
 
+def motion_check_table(r: dict) -> list[str]:
+    """Full renders with the motion check against the same without it (latency_table's full row)."""
+    lines = ["| batch | ORT median ms | ORT p99 ms | × unchecked | PyTorch eager median ms | eager p99 ms | "
+             "ORT / eager |", "|---:|---:|---:|---:|---:|---:|---:|"]
+    for batch, row in r["motion_check"].items():
+        ort, eager = row["ort"], row["torch_eager"]
+        lines.append(f"| {batch} | {ort['median_ms']:.3f} | {ort['p99_ms']:.3f} | "
+                     f"{ort['median_ms'] / median(r['ort'], int(batch), 'full'):.1f} | {eager['median_ms']:.3f} | "
+                     f"{eager['p99_ms']:.3f} | {ort['median_ms'] / eager['median_ms']:.2f} |")
+    return lines
+
+
 def int8_table(r: dict) -> list[str]:
     i8, peak = r["int8"], r["peak"]["fp32_peak"]
     lines = ["| batch | path | int8 median ms | int8 p99 ms | fp32 median ms | int8 / fp32 | "
@@ -235,6 +249,13 @@ def markdown(r: dict) -> str:
     else:
         lines.append(f"torch.compile (inductor, dynamic=False): {tc['compile_s']['total']:.1f} s compiling "
                      "(first calls of every path and batch), not in the figures above.")
+    if "motion_check" in r:
+        lines += ["", "## A full render with the motion check", "",
+                  "The table above times the graphs as they are. The mnist bundle also checks T^Z's reading "
+                  f"of each motion by rendering it turned by every {motion_check.STEP:g}° up to "
+                  f"±{motion_check.SCAN:g}° (eqsdk.motion_check): {len(motion_check.turns())} more runs of the "
+                  "warp and g per motion. The same with PyTorch (SceneModel(..., checked=True)):", ""]
+        lines += motion_check_table(r)
     lines += ["", "## FLOPs and peak", "",
               f"FLOPs: {fl['method']}. Per render: " +
               ", ".join(f"{k} {v / 1e6:.1f} MFLOP" for k, v in fl["per_render"].items()) + ".", "",

@@ -13,7 +13,9 @@ OpenMP threads are not spinning while ONNX Runtime is timed):
      quality cost on the Moving MNIST test split.
   3. PyTorch on the same model rebuilt from the bundle's graphs (benchmarks/torch_reference.py),
      checked against the eqsdk render, eager and torch.compile, with the same thread count.
-  4. FLOPs per graph and path, and the matrix-product peaks (benchmarks/flops.py).
+  4. The motion check (eqsdk.motion_check; on in the mnist bundle): a full render with it, ONNX
+     Runtime and PyTorch eager. Steps 1-3 time the graphs without it, like for like.
+  5. FLOPs per graph and path, and the matrix-product peaks (benchmarks/flops.py).
 Writes OUT/results.json (everything, with the environment and the command), OUT/results.md and
 OUT/latency.png (benchmarks/report.py).
 """
@@ -84,8 +86,8 @@ def run(args) -> dict:
 
     step("ONNX Runtime fp32")
     results["ort"] = bench(args.model, batches=args.batch, runs=args.runs, warmup=args.warmup,
-                           budget_s=args.budget)
-    renderer = eqsdk.load(args.model)
+                           budget_s=args.budget, check_motion=False)
+    renderer = eqsdk.load(args.model, check_motion=False)
     if not args.skip_int8:
         step("int8: quantize, time, quality")
         results["int8"] = measure_int8(directory, renderer, args, threads)
@@ -107,6 +109,9 @@ def run(args) -> dict:
         except Exception as e:  # inductor needs a C++ toolchain and may reject an op; record why
             results["torch_compile"] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:500]}"}
 
+    step("The motion check: full renders with it")
+    results["motion_check"] = motion_check(args, model, threads)
+
     step("FLOPs and matmul peaks")
     per_graph = flops.graph_flops(model)
     results["flops"] = {"method": "torch.utils.flop_counter.FlopCounterMode on the PyTorch modules; "
@@ -117,6 +122,26 @@ def run(args) -> dict:
     results["comparison"] = report.comparison(results)
     results["targets"] = report.targets(results)
     return results
+
+
+def motion_check(args, model, threads: int) -> dict:
+    """Full renders with the motion check, ONNX Runtime then PyTorch eager, at each batch size
+    (random frames: the check's cost does not depend on what it finds)."""
+    from eqsdk.bench import time_calls
+
+    renderer = eqsdk.load(args.model, check_motion=True)
+    s = renderer.image_size
+    out = {}
+    for batch in args.batch:
+        x = np.random.default_rng(batch).random((4, batch, 3, s, s), dtype=np.float32)
+        out[str(batch)] = {"ort": time_calls(lambda: renderer.render_arrays(*x), args.runs, args.warmup, args.budget)}
+    torch.set_num_threads(threads)
+    with torch.inference_mode():
+        for batch in args.batch:
+            x = torch.from_numpy(np.random.default_rng(batch).random((4, batch, 3, s, s), dtype=np.float32))
+            out[str(batch)]["torch_eager"] = time_calls(lambda: model(*x, checked=True), args.runs, args.warmup,
+                                                        args.budget)
+    return out
 
 
 def parse(argv=None):

@@ -121,13 +121,15 @@ def environment(renderer) -> dict:
 
 def bench(model: str, backend: str = "cpu", batches=(1, 8, 32), runs: int = 200,
           warmup: int = 20, threads: int | None = None, precision: str = "fp32",
-          budget_s: float | None = None) -> dict:
+          budget_s: float | None = None, check_motion: bool | None = None) -> dict:
     """Everything `eqsdk bench` reports for one backend (see the module doc); budget_s caps the
-    time of each measurement (time_calls)."""
+    time of each measurement (time_calls). The full, motion and drive paths check each motion
+    where the renderer does (check_motion: None, as the bundle says)."""
     import eqsdk
 
     t0 = time.perf_counter()
-    renderer = eqsdk.load(model, backend=backend, threads=threads, precision=precision)
+    renderer = eqsdk.load(model, backend=backend, threads=threads, precision=precision,
+                          check_motion=check_motion)
     load_s = time.perf_counter() - t0
     first_s = renderer.warmup()
     results = {}
@@ -138,7 +140,7 @@ def bench(model: str, backend: str = "cpu", batches=(1, 8, 32), runs: int = 200,
             if not name.startswith("graph:"):
                 row[name]["renders_per_s"] = batch / (row[name]["median_ms"] / 1e3)
         results[str(batch)] = row
-    return {"model": renderer.name, "backend": renderer.backend.name,
+    return {"model": renderer.name, "backend": renderer.backend.name, "check_motion": renderer.check_motion,
             "session_creation_s": load_s, "first_call_s": first_s,
             "overhead_batch1": overhead(renderer, runs, warmup), "batches": results,
             "shapes": {g: {k: list(resolve(v, renderer.manifest["config"])) for k, v in spec.inputs.items()}
@@ -148,7 +150,8 @@ def bench(model: str, backend: str = "cpu", batches=(1, 8, 32), runs: int = 200,
 
 def table(report: dict) -> str:
     """Markdown: one row per batch size and path/graph."""
-    lines = [f"**{report['model']}** on {report['environment']['backend']} — "
+    check = ", motion checked (full, motion, drive)" if report.get("check_motion") else ""
+    lines = [f"**{report['model']}** on {report['environment']['backend']}{check} — "
              f"session creation {report['session_creation_s'] * 1e3:.0f} ms, first call "
              f"{report['first_call_s'] * 1e3:.1f} ms, SDK overhead at batch 1 "
              f"{report['overhead_batch1']['sdk_fraction']:.1%}", "",

@@ -62,7 +62,7 @@ def read_manifest(directory: Path) -> dict:
 
 
 def load(model: str | Path = DEFAULT_MODEL, backend: str = "cpu", threads: int | None = None,
-         precision: str = "fp32"):
+         precision: str = "fp32", check_motion: bool | None = None):
     """Load a model bundle for rendering.
 
     model: a bundled model's name (see eqsdk.MODELS) or a bundle directory.
@@ -70,6 +70,8 @@ def load(model: str | Path = DEFAULT_MODEL, backend: str = "cpu", threads: int |
         the best available; one that is not available raises BackendError with an install hint.
     threads: CPU intra-op threads per graph (default: what suits four small chained graphs).
     precision: "fp32", or "fp16" on TensorRT.
+    check_motion: check T^Z's reading of each motion by rendering turns of it (eqsdk.motion_check;
+        slower, truer turns). None: as the bundle says (the bundled "mnist" model: on).
     """
     import time
 
@@ -80,4 +82,4 @@ def load(model: str | Path = DEFAULT_MODEL, backend: str = "cpu", threads: int |
     directory = bundle_dir(model)
     manifest = read_manifest(directory)
     runtime = create(backend, directory, manifest, threads, precision)
-    return Renderer(runtime, manifest, load_seconds=time.perf_counter() - t0)
+    return Renderer(runtime, manifest, load_seconds=time.perf_counter() - t0, check_motion=check_motion)

@@ -30,6 +30,10 @@ def cli() -> None:
 
 
 BACKEND_HELP = "auto, cpu, cuda or tensorrt [default: cpu]"
+check_motion_option = click.option(
+    "--check-motion/--no-check-motion", default=None,
+    help="check T^Z's reading of the motion by rendering turns of it: truer turns, about 3x the "
+         "time [default: as the model says; on for mnist]")
 
 
 @cli.command()
@@ -43,8 +47,9 @@ BACKEND_HELP = "auto, cpu, cuda or tensorrt [default: cpu]"
 @click.option("--model", default=DEFAULT_MODEL, show_default=False, metavar="NAME|PATH", help=MODEL_HELP)
 @click.option("--backend", default="cpu", metavar="NAME", help=BACKEND_HELP)
 @click.option("--scale", default=1, type=click.IntRange(1, 32), help="upscale the output N times for viewing")
+@check_motion_option
 @click.option("--force", is_flag=True, help="overwrite output files that exist")
-def render(char, bg, anim, output, jobs, model, backend, scale, force) -> None:
+def render(char, bg, anim, output, jobs, model, backend, scale, check_motion, force) -> None:
     """Render the character of CHAR on the background of BG, moved as in ANIM.
 
     \b
@@ -59,19 +64,20 @@ def render(char, bg, anim, output, jobs, model, backend, scale, force) -> None:
         given = [k for k, v in single.items() if v]
         if given:
             raise click.UsageError(f"--batch takes its images from the jobs file; drop {', '.join(given)}")
-        return render_jobs(jobs, model, backend, scale, force)
+        return render_jobs(jobs, model, backend, scale, force, check_motion)
     missing = [k for k, v in single.items() if not v]
     if missing:
         raise click.UsageError(f"missing {', '.join(missing)} (or give --batch JOBS)")
     check_output(Path(output), overwrite=force)  # before any work: nothing is touched on error
-    renderer = eqsdk.load(model, backend=backend)
+    renderer = eqsdk.load(model, backend=backend, check_motion=check_motion)
     image = renderer.render(char=char, bg=bg, anim=anim)
     eqsdk.save_image(image, output, overwrite=force, scale=scale)
     click.echo(f"wrote {output} ({image.shape[1] * scale}x{image.shape[0] * scale}, "
                f"model {renderer.name}, backend {renderer.backend.name})", err=True)
 
 
-def render_jobs(path: str, model: str, backend: str, scale: int, force: bool, batch: int = 32) -> None:
+def render_jobs(path: str, model: str, backend: str, scale: int, force: bool, check_motion: bool | None,
+                batch: int = 32) -> None:
     """All jobs of a file, checked first, then rendered in batches by one loaded model."""
     import numpy as np
 
@@ -80,7 +86,7 @@ def render_jobs(path: str, model: str, backend: str, scale: int, force: bool, ba
     from eqsdk.jobs import read_jobs
 
     jobs = read_jobs(path, overwrite=force)
-    renderer = eqsdk.load(model, backend=backend)
+    renderer = eqsdk.load(model, backend=backend, check_motion=check_motion)
     for k in range(0, len(jobs), batch):
         part = jobs[k:k + batch]
         x = [renderer.images([getattr(j, f) for j in part], f)
@@ -186,8 +192,9 @@ def verify(model) -> None:
 @click.option("--model", default=DEFAULT_MODEL, show_default=False, metavar="NAME|PATH", help=MODEL_HELP)
 @click.option("--backend", default="cpu", metavar="NAME", help=BACKEND_HELP)
 @click.option("--scale", default=1, type=click.IntRange(1, 32), help="upscale the output N times for viewing")
+@check_motion_option
 @click.option("--force", is_flag=True, help="overwrite the output if it exists")
-def animate(char, bg, drive, output, fps, side_by_side, model, backend, scale, force) -> None:
+def animate(char, bg, drive, output, fps, side_by_side, model, backend, scale, check_motion, force) -> None:
     """Animate the character of CHAR on the background of BG (or its own): frame k moves it as
     the driving character moved from the clip's first frame to frame k.
 
@@ -207,7 +214,7 @@ def animate(char, bg, drive, output, fps, side_by_side, model, backend, scale, f
     output = output or f"{Path(char).stem}-{Path(drive).stem}.gif"
     video.check_clip_output(Path(output), overwrite=force)  # before any work
     frames, clip_fps = video.read_clip(drive)
-    renderer = eqsdk.load(model, backend=backend)
+    renderer = eqsdk.load(model, backend=backend, check_motion=check_motion)
     size = renderer.image_size
     if any(f.shape[:2] != (size, size) for f in frames):  # one note, not one per frame
         h, w = frames[0].shape[:2]
@@ -236,8 +243,9 @@ def animate(char, bg, drive, output, fps, side_by_side, model, backend, scale, f
 @click.option("--batch", "batches", default="1,8,32", metavar="SIZES", help="comma-separated batch sizes")
 @click.option("--runs", default=200, type=click.IntRange(10), help="timed runs per measurement")
 @click.option("--threads", type=click.IntRange(1), help="CPU threads per graph [default: up to 2]")
+@check_motion_option
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="also write the report as JSON")
-def bench(model, backends, batches, runs, threads, json_path) -> None:
+def bench(model, backends, batches, runs, threads, check_motion, json_path) -> None:
     """Latency of each graph and of the full, new-motion and new-background paths.
 
     \b
@@ -261,7 +269,7 @@ def bench(model, backends, batches, runs, threads, json_path) -> None:
     reports = []
     for name in names:
         click.echo(f"benchmarking {name} ...", err=True)
-        report = run_bench(model, name, sizes, runs, threads=threads)
+        report = run_bench(model, name, sizes, runs, threads=threads, check_motion=check_motion)
         click.echo(table(report) + "\n")
         reports.append(report)
     if json_path:

@@ -3,7 +3,8 @@
 Each input can be encoded once and reused: a character (f_c), a background (f_b), a motion
 (T^Z's theta on a pair of frames, and where the character was). `compose` then re-runs only the
 transform-apply and g. A motion acts about the moved character's own centre, as it acted about the
-driving character's.
+driving character's. Where the bundle's manifest asks for it (`motion_check`), T^Z's reading of a
+motion is checked by the renderer first (eqsdk.motion_check).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from eqsdk import motion_check
 from eqsdk.errors import InputError
 from eqsdk.images import ImageLike, ResizeWarning, to_array, to_uint8
 
@@ -40,16 +42,19 @@ def is_one_image(x) -> bool:
 class Renderer:
     """Renders scenes with a model bundle on a backend (see eqsdk.load)."""
 
-    def __init__(self, backend, manifest: dict, load_seconds: float = 0.0):
+    def __init__(self, backend, manifest: dict, load_seconds: float = 0.0, check_motion: bool | None = None):
         self.backend = backend
         self.manifest = manifest
         self.name = manifest.get("name", "?")
         self.image_size = int(manifest["config"]["image_size"])
         self.load_seconds = load_seconds  # session creation (and engine loading) at eqsdk.load
+        # None: as the bundle says. Its figures (manifest "eval") were measured that way.
+        self.check_motion = bool(manifest.get("motion_check", False)) if check_motion is None else check_motion
 
     def __repr__(self) -> str:
         s = self.image_size
-        return f"Renderer({self.name!r}, {s}x{s}, backend={self.backend.name!r})"
+        check = ", check_motion=True" if self.check_motion else ""
+        return f"Renderer({self.name!r}, {s}x{s}, backend={self.backend.name!r}{check})"
 
     # Images in.
     def images(self, images: ImageLike | Sequence[ImageLike], name: str) -> np.ndarray:
@@ -89,9 +94,42 @@ class Renderer:
         host (32 bytes a motion)."""
         b = self.backend
         z_t1, z_t2 = b.split(b.run("f_c", x=b.upload(np.concatenate([x_t1, x_t2])))["z"], 2)
+        return self.read_motion(z_t1, z_t2, x_t2)
+
+    def read_motion(self, z_t1, z_t2, x_t2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """T^Z's theta and origin on the host for the features of the frames, checked against
+        the end frame x_t2 (B, 3, S, S) where the renderer checks motions."""
+        b = self.backend
         # The t_z graph also applies theta; give it z_t1 as the character, a cheap placeholder.
         out = b.run("t_z", z_t1=z_t1, z_t2=z_t2, z_c=z_t1)
-        return b.download(out["theta"]), b.download(out["origin"])
+        theta, origin = b.download(out["theta"]), b.download(out["origin"])
+        if self.check_motion:
+            theta = self.checked_theta(theta, origin, z_t1, z_t2, x_t2)
+        return theta, origin
+
+    def checked_theta(self, theta: np.ndarray, origin: np.ndarray, z_t1, z_t2, x_t2: np.ndarray) -> np.ndarray:
+        """eqsdk.motion_check: theta (B, 2, 3), or the turn of it about the character whose render
+        of the end frame, g(theta' o z_t1 + f_b(x_t2)), is clearly closer to x_t2. One batch of
+        K = 1 + 2 SCAN / STEP candidates per motion through the warp and g graphs."""
+        b, n = self.backend, len(theta)
+        tries = motion_check.candidates(theta, motion_check.centre(b.download(z_t2)))  # (K, n, 2, 3)
+        k = len(tries)
+        # origin is centre(z_t1): the warp moves z_t1 about its own centre, as in training.
+        z_moved = b.run("warp", theta=b.upload(np.ascontiguousarray(tries.reshape(k * n, 2, 3))),
+                        origin=b.upload(np.tile(origin, (k, 1))), z_c=b.concat([z_t1] * k))["z_moved"]
+        z_bg = b.run("f_b", x=b.upload(x_t2))["z"]
+        renders = b.download(b.run("g", z_char=z_moved, z_bg=b.concat([z_bg] * k))["image"])
+        losses = np.square(renders.reshape(k, n, -1) - x_t2.reshape(1, n, -1)).mean(-1)
+        return tries[motion_check.choose(losses), np.arange(n)]
+
+    def moved(self, z_c, z_t1, z_t2, x_t2: np.ndarray):
+        """z_c moved as the character moved from z_t1 to z_t2, about its own centre: the t_z graph
+        alone, or T^Z's checked theta through the warp graph."""
+        b = self.backend
+        if not self.check_motion:
+            return b.run("t_z", z_t1=z_t1, z_t2=z_t2, z_c=z_c)["z_moved"]
+        theta, origin = self.read_motion(z_t1, z_t2, x_t2)
+        return b.run("warp", theta=b.upload(theta), origin=b.upload(origin), z_c=z_c)["z_moved"]
 
     # Composing: only the transform-apply and g run.
     def compose(self, character: Encoding, motion: Encoding, background: Encoding) -> np.ndarray:
@@ -135,11 +173,12 @@ class Renderer:
     def render_arrays(self, x_c: np.ndarray, x_t1: np.ndarray, x_t2: np.ndarray,
                       x_b: np.ndarray) -> np.ndarray:
         """Batched h(x_c, x_t1, x_t2, x_b): float32 (B, 3, S, S) in [0, 1] each -> (B, 3, S, S).
-        f_c runs once on all three inputs; T^Z computes and applies theta in one graph."""
+        f_c runs once on all three inputs; T^Z computes and applies theta in one graph (unless
+        the motion is checked first)."""
         b = self.backend
         z_c, z_t1, z_t2 = b.split(b.run("f_c", x=b.upload(np.concatenate([x_c, x_t1, x_t2])))["z"], 3)
         z_b = b.run("f_b", x=b.upload(x_b))["z"]
-        z_moved = b.run("t_z", z_t1=z_t1, z_t2=z_t2, z_c=z_c)["z_moved"]
+        z_moved = self.moved(z_c, z_t1, z_t2, x_t2)
         return b.download(b.run("g", z_char=z_moved, z_bg=z_b)["image"])
 
     def drive(self, character: Encoding, background: Encoding, start: np.ndarray | Encoding,
@@ -154,8 +193,7 @@ class Renderer:
             z_t2 = b.run("f_c", x=b.upload(end))["z"]
         else:
             z_t1, z_t2 = b.split(b.run("f_c", x=b.upload(np.concatenate([start, end])))["z"], 2)
-        z_c = b.repeat(character.data, n // character.count)
-        z_moved = b.run("t_z", z_t1=z_t1, z_t2=z_t2, z_c=z_c)["z_moved"]
+        z_moved = self.moved(b.repeat(character.data, n // character.count), z_t1, z_t2, end)
         return b.download(b.run("g", z_char=z_moved, z_bg=b.repeat(background.data, n // background.count))["image"])
 
     # A whole sequence.

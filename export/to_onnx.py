@@ -96,7 +96,8 @@ def sha256(path: Path) -> str:
 
 
 def check_parity(model: SceneModel, bundle_dir: Path, batches=(1, 5)) -> dict[str, float]:
-    """Max abs difference ONNX Runtime vs PyTorch per graph and for a full render."""
+    """Max abs difference ONNX Runtime vs PyTorch per graph and for a full render (with the
+    motion checked by the renderer where the bundle asks for it)."""
     renderer = eqsdk.load(bundle_dir)
     cfg, worst = model.cfg, {}
     for name, module in graph_modules(model).items():
@@ -113,14 +114,14 @@ def check_parity(model: SceneModel, bundle_dir: Path, batches=(1, 5)) -> dict[st
     s = cfg.image_size
     x_c, x_t1, x_t2, x_b = torch.rand(4, 3, 3, s, s, generator=gen)
     with torch.no_grad():
-        ref = model(x_c, x_t1, x_t2, x_b).numpy()
+        ref = model(x_c, x_t1, x_t2, x_b, checked=renderer.check_motion).numpy()
     got = renderer.render_arrays(x_c.numpy(), x_t1.numpy(), x_t2.numpy(), x_b.numpy())
     worst["render"] = float(np.abs(ref - got).max())
     return worst
 
 
 def export_bundle(checkpoint: Path, out: Path, name: str, evaluation: dict | None = None,
-                  training: dict | None = None, force: bool = False) -> dict:
+                  training: dict | None = None, force: bool = False, check_motion: bool = False) -> dict:
     model, ckpt = load_checkpoint(checkpoint)
     cfg = model.cfg
     if out.exists() and any(out.iterdir()) and not force:
@@ -146,6 +147,8 @@ def export_bundle(checkpoint: Path, out: Path, name: str, evaluation: dict | Non
                                      "train_config": ckpt.get("train_config"),
                                      "init_from": ckpt.get("init_from")},
             "evaluation": evaluation or {},
+            # eqsdk checks T^Z's reading of each motion by rendering turns of it (eqsdk.motion_check)
+            "motion_check": check_motion,
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         parity = check_parity(model, tmp)
@@ -167,10 +170,13 @@ def main(argv=None) -> None:
     p.add_argument("--name", default=None, help="bundle name (default: the directory's name)")
     p.add_argument("--eval", type=Path, help="metrics JSON from train.evaluate to record")
     p.add_argument("--force", action="store_true", help="replace an existing bundle")
+    p.add_argument("--check-motion", action="store_true",
+                   help="have eqsdk check T^Z's reading of each motion by rendering turns of it "
+                        "(eqsdk.motion_check): for models of turning characters; evaluate with --checked")
     args = p.parse_args(argv)
     evaluation = json.loads(args.eval.read_text()) if args.eval else None
     manifest = export_bundle(args.checkpoint, args.out, args.name or args.out.name, evaluation,
-                             force=args.force)
+                             force=args.force, check_motion=args.check_motion)
     print(json.dumps(manifest["parity_max_abs_diff"], indent=2))
     print(f"wrote {args.out}", file=sys.stderr)
 

@@ -54,6 +54,7 @@ def test_suite_writes_its_three_files(report):
     assert {p.name for p in report.iterdir()} >= {"results.json", "results.md", "latency.png"}
     assert (report / "latency.png").stat().st_size > 1000
     assert "## Targets" in (report / "results.md").read_text()
+    assert "## A full render with the motion check" in (report / "results.md").read_text()
 
 
 def test_results_json_is_complete(report):
@@ -69,6 +70,8 @@ def test_results_json_is_complete(report):
                                  "reduced_precision_vs_peak", "sdk_overhead"}
     assert r["targets"]["throughput_vs_peak"]["met"] is None  # batch 32 was not run
     assert r["peak"]["fp32_peak"] > 0 and r["command"].startswith("python benchmarks/suite.py")
+    for row in r["motion_check"].values():  # full renders with the motion check, both frameworks
+        assert row["ort"]["runs"] == row["torch_eager"]["runs"] == 3
 
 
 def test_flops_of_a_full_render_are_its_graphs(report):

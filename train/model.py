@@ -12,6 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from eqsdk import motion_check
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -264,9 +266,16 @@ class SceneModel(nn.Module):
         self.t_z = Transform(cfg)
         self.g = Decoder(cfg)
 
-    def forward(self, x_c, x_t1, x_t2, x_b):
-        """h(x_c, x_t1, x_t2, x_b) of §3: images (B, 3, S, S) -> image (B, 3, S, S)."""
-        *_, z_moved = self.t_z(self.f_c(x_t1), self.f_c(x_t2), self.f_c(x_c))
+    def forward(self, x_c, x_t1, x_t2, x_b, checked: bool = False):
+        """h(x_c, x_t1, x_t2, x_b) of §3: images (B, 3, S, S) -> image (B, 3, S, S). With `checked`,
+        T^Z's theta is first checked by the renderer (checked_theta), as eqsdk does for a bundle
+        whose manifest asks for it."""
+        z_t1, z_t2, z_c = self.f_c(x_t1), self.f_c(x_t2), self.f_c(x_c)
+        if not checked:
+            *_, z_moved = self.t_z(z_t1, z_t2, z_c)
+        else:
+            theta = self.checked_theta(x_t1, x_t2, self.t_z.theta(z_t1, z_t2))
+            z_moved = self.t_z.apply(self.t_z.recentre(theta, self.t_z.centre(z_t1), self.t_z.centre(z_c)), z_c)
         return self.g(z_moved, self.f_b(x_b))
 
     def losses(self, x1, x2, keep_char: torch.Tensor | None = None, warp: torch.Tensor | None = None,
@@ -329,8 +338,8 @@ class SceneModel(nn.Module):
 
         A local search cannot reach a large turn that T^Z under-reads (54° read as 17°). With scan
         > 0 it first tries `start` turned further about `pivot` (B, 2; where the character is in
-        x2, in grid coordinates) by every multiple of SCAN_STEP degrees up to +-scan, and goes on
-        from the best where it beats `start` clearly (SCAN_MARGIN)."""
+        x2, in grid coordinates) by every multiple of motion_check.STEP degrees up to +-scan, and
+        goes on from the best where it beats `start` clearly (motion_check.MARGIN)."""
         z1, b1, start = z1.detach().float(), b1.detach(), start.detach().float()
 
         def scene_losses(theta):  # (B,): each pair's own loss, so a sum's gradient is per pair
@@ -340,14 +349,15 @@ class SceneModel(nn.Module):
 
         if scan:
             with torch.no_grad():
-                turns = [turn_about(pivot.float(), d) for d in torch.arange(SCAN_STEP, scan + 1e-6, SCAN_STEP)]
-                tries = torch.stack([start] + [self.t_z.compose(start, t) for t in turns + [
-                    self.t_z.invert(t) for t in turns]])  # (K, B, 2, 3)
+                tries = torch.stack([start] + [self.t_z.compose(start, turn_about(pivot.float(), d))
+                                               for d in motion_check.turns(scan)])  # (K, B, 2, 3)
                 losses = torch.stack([scene_losses(t) for t in tries])  # (K, B)
                 best = losses.argmin(0)
                 # A turn must earn its place: near-symmetric shapes render alike at many turns.
-                best = torch.where(losses.min(0).values < SCAN_MARGIN * losses[0], best, 0)
+                best = torch.where(losses.min(0).values < motion_check.MARGIN * losses[0], best, 0)
                 start = tries[best, torch.arange(len(start))]
+        if not steps:
+            return start
         if self.cfg.tz_rigid:
             params = [torch.atan2(start[:, 1, 0], start[:, 0, 0]), start[:, :, 2].clone()]
         else:
@@ -364,6 +374,16 @@ class SceneModel(nn.Module):
                 q.grad = grad
             opt.step()
         return theta().detach()
+
+    @torch.no_grad()
+    def checked_theta(self, x_t1, x_t2, theta):
+        """T^Z's theta (B, 2, 3) for frames x_t1 -> x_t2, checked by the renderer against turns
+        of it about the character (eqsdk.motion_check, which eqsdk applies the same way). The
+        renders take the background from x_t2 (f_b reads the same static background in either
+        frame), so that a cached start frame needs only its f_c."""
+        z1, z2 = self.f_c(torch.cat([x_t1, x_t2])).chunk(2)
+        return self.render_optimal_theta(z1, self.f_b(x_t2), x_t2, theta, 0, scan=motion_check.SCAN,
+                                         pivot=self.t_z.centre(z2))
 
     @staticmethod
     def warp_images(x, warp):
@@ -389,10 +409,6 @@ class SceneModel(nn.Module):
             "warp_theta": F.mse_loss(theta, warp),
             "warp_equiv": ((moved - z_warped).square() * inside).mean() / (energy + 1e-8),
         }
-
-
-SCAN_STEP = 9.0  # degrees between the turns render_optimal_theta tries before its local search ...
-SCAN_MARGIN = 0.8  # ... keeping the best only where it renders with this fraction of start's loss or less
 
 
 def rigid(angle: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
