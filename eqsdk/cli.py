@@ -124,6 +124,9 @@ def bundle_summary(directory: Path, m: dict) -> str:
     lines = [f"model     {m['name']}  ({directory})",
              f"config    " + ", ".join(f"{k}={v}" for k, v in cfg.items()),
              f"graphs    opset {m['opset']}, sha256 checked"]
+    if m.get("motion_check"):
+        lines.append("motion    T^Z's reading checked by rendering turns of it (eqsdk.motion_check; "
+                     "--no-check-motion: off)")
     for name, g in m["graphs"].items():
         ins = ", ".join(f"{k}{v}" for k, v in g["inputs"].items())
         outs = ", ".join(f"{k}{v}" for k, v in g["outputs"].items())

@@ -158,6 +158,7 @@ def test_info_shows_the_bundle_and_backends(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     assert "model     mnist" in out and "warp" in out and "sha256 checked" in out
+    assert "motion    T^Z's reading checked" in out
     assert "cpu       available" in out and "tensorrt" in out
     manifest = json.loads((bundle_dir("mnist") / "manifest.json").read_text())
     stages, src = [manifest["training"]["command"]], manifest["training"]["init_from"]

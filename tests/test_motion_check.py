@@ -79,3 +79,23 @@ def test_the_check_sets_right_a_far_turn_that_t_z_under_reads(far_turn):
     checked, _ = eqsdk.load("mnist").motion_arrays(x1.numpy(), x2.numpy())
     err_unchecked, err_checked = (abs(float(svd_angle(t)[0]) - truth) for t in (unchecked, checked))
     assert err_unchecked > 15 and err_checked < 9, (err_unchecked, err_checked)
+
+
+def test_the_cli_checks_by_default_and_can_be_told_not_to(far_turn, tmp_path):
+    from eqsdk.cli import main
+
+    x1, x2, _ = far_turn
+    paths = {}
+    for name, x in (("start", x1), ("end", x2)):
+        paths[name] = tmp_path / f"{name}.png"
+        eqsdk.save_image((x[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8), paths[name])
+    start, end = str(paths["start"]), str(paths["end"])
+    args = ["render", "--char", start, "--bg", start, "--anim", start, end, "-o"]
+    assert main(args + [str(tmp_path / "checked.png")]) == 0
+    assert main(args + [str(tmp_path / "unchecked.png"), "--no-check-motion"]) == 0
+    truth = np.asarray(eqsdk.images.to_array(end, 64))
+
+    def err(name):  # the start frame moved as it moved to the end frame: the end frame
+        return float(np.square(eqsdk.images.to_array(str(tmp_path / name), 64) - truth).mean())
+
+    assert err("checked.png") < 0.5 * err("unchecked.png")
