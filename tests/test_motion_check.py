@@ -62,8 +62,9 @@ def far_turn():
 def test_the_runtime_checks_a_motion_as_the_torch_model_does(far_turn):
     x1, x2, model = far_turn
     with torch.no_grad():
-        theta = model.t_z.theta(model.f_c(x1), model.f_c(x2))
-        expected = model.checked_theta(x1, x2, theta).numpy()
+        z1, z2 = model.f_c(x1), model.f_c(x2)
+        theta = model.t_z.theta(z1, z2)
+        expected = model.checked_theta(z1, z2, x2, theta).numpy()
     r = eqsdk.load("mnist")
     assert r.check_motion  # the bundle asks for it
     got, _ = r.motion_arrays(x1.numpy(), x2.numpy())

@@ -145,7 +145,8 @@ def tz_analysis(model, data: MovingMNIST, digit_label: int, labels: np.ndarray, 
     with torch.no_grad():
         theta_z = batched(lambda a, b: model.t_z.theta(model.f_c(a), model.f_c(b)), x_i, x_j)
         if checked:
-            theta_c = batched(lambda *t: model.checked_theta(*t), x_i, x_j, theta_z)
+            theta_c = batched(lambda a, b, t: model.checked_theta(model.f_c(a), model.f_c(b), b, t),
+                              x_i, x_j, theta_z)
     theta_z = theta_z.reshape(-1, 6).numpy().astype(np.float64)
     angle_z = svd_angle(theta_z)
     angle_x = videos.states[:, jj, 0, 2].ravel() - videos.states[:, ii, 0, 2].ravel()

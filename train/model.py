@@ -274,7 +274,7 @@ class SceneModel(nn.Module):
         if not checked:
             *_, z_moved = self.t_z(z_t1, z_t2, z_c)
         else:
-            theta = self.checked_theta(x_t1, x_t2, self.t_z.theta(z_t1, z_t2))
+            theta = self.checked_theta(z_t1, z_t2, x_t2, self.t_z.theta(z_t1, z_t2))
             z_moved = self.t_z.apply(self.t_z.recentre(theta, self.t_z.centre(z_t1), self.t_z.centre(z_c)), z_c)
         return self.g(z_moved, self.f_b(x_b))
 
@@ -376,14 +376,14 @@ class SceneModel(nn.Module):
         return theta().detach()
 
     @torch.no_grad()
-    def checked_theta(self, x_t1, x_t2, theta):
-        """T^Z's theta (B, 2, 3) for frames x_t1 -> x_t2, checked by the renderer against turns
-        of it about the character (eqsdk.motion_check, which eqsdk applies the same way). The
-        renders take the background from x_t2 (f_b reads the same static background in either
-        frame), so that a cached start frame needs only its f_c."""
-        z1, z2 = self.f_c(torch.cat([x_t1, x_t2])).chunk(2)
-        return self.render_optimal_theta(z1, self.f_b(x_t2), x_t2, theta, 0, scan=motion_check.SCAN,
-                                         pivot=self.t_z.centre(z2))
+    def checked_theta(self, z_t1, z_t2, x_t2, theta):
+        """T^Z's theta (B, 2, 3) for frames with features z_t1 -> z_t2, checked by the renderer
+        against turns of it about the character (eqsdk.motion_check, which eqsdk applies the
+        same way): the one whose render of the end frame x_t2 is clearly best. The renders take
+        the background from x_t2 (f_b reads the same static background in either frame), so
+        that a cached start frame needs only its f_c."""
+        return self.render_optimal_theta(z_t1, self.f_b(x_t2), x_t2, theta, 0, scan=motion_check.SCAN,
+                                         pivot=self.t_z.centre(z_t2))
 
     @staticmethod
     def warp_images(x, warp):
