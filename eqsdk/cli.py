@@ -32,7 +32,7 @@ def cli() -> None:
 BACKEND_HELP = "auto, cpu, cuda or tensorrt [default: cpu]"
 check_motion_option = click.option(
     "--check-motion/--no-check-motion", default=None,
-    help="check T^Z's reading of the motion by rendering turns of it: truer turns, about 3x the "
+    help="check T^Z's reading of the motion by rendering turns of it: truer turns, about 5x the "
          "time [default: as the model says; on for mnist]")
 
 

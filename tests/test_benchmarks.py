@@ -1,6 +1,7 @@
 """The latency suite (benchmarks/suite.py) on the tiny random bundle, with tiny run counts: the
 report is complete and PyTorch renders what eqsdk renders. No timing assertions."""
 import json
+import shutil
 import time
 
 import numpy as np
@@ -43,8 +44,13 @@ def test_a_time_budget_gives_slow_calls_fewer_runs_but_never_too_few():
 
 @pytest.fixture(scope="module")
 def report(tiny_bundle, tmp_path_factory):
+    # A bundle that asks for the motion check, as mnist does: the suite must still time the
+    # graphs like for like (fp32 and int8 unchecked) and the check apart.
+    bundle = shutil.copytree(tiny_bundle[0], tmp_path_factory.mktemp("checked") / "b")
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    (bundle / "manifest.json").write_text(json.dumps({**manifest, "motion_check": True}))
     out = tmp_path_factory.mktemp("suite")
-    suite.main(["--model", str(tiny_bundle[0]), "--out", str(out), "--runs", "3", "--warmup", "1",
+    suite.main(["--model", str(bundle), "--out", str(out), "--runs", "3", "--warmup", "1",
                 "--batch", "1", "2", "--calibration", "32", "--examples", "20", "--peak-runs", "1",
                 "--skip-compile"])
     return out
@@ -70,6 +76,7 @@ def test_results_json_is_complete(report):
                                  "reduced_precision_vs_peak", "sdk_overhead"}
     assert r["targets"]["throughput_vs_peak"]["met"] is None  # batch 32 was not run
     assert r["peak"]["fp32_peak"] > 0 and r["command"].startswith("python benchmarks/suite.py")
+    assert r["ort"]["check_motion"] is False and r["int8"]["ort"]["check_motion"] is False
     for row in r["motion_check"].values():  # full renders with the motion check, both frameworks
         assert row["ort"]["runs"] == row["torch_eager"]["runs"] == 3
 
