@@ -51,9 +51,8 @@ class Graphs:
     """The modules behind the five graphs, eager or compiled, called with the graphs' inputs."""
 
     def __init__(self, model: SceneModel, compile: bool = False):
-        t_z = model.t_z
-        modules = {"f_c": model.f_c, "f_b": model.f_b, "t_z": t_z, "g": model.g,
-                   "warp": lambda theta, origin, z_c: t_z.apply(t_z.recentre(theta, origin, t_z.centre(z_c)), z_c)}
+        modules = {"f_c": model.f_c, "f_b": model.f_b, "t_z": model.t_z, "g": model.g,
+                   "warp": model.t_z.move}
         # dynamic=False: one specialised kernel set per batch size, as a latency-minded user would.
         self.run = {k: torch.compile(m, dynamic=False) if compile else m for k, m in modules.items()}
 

@@ -37,7 +37,7 @@ class Warp(torch.nn.Module):
         self.t_z = t_z
 
     def forward(self, theta, origin, z_c):
-        return self.t_z.apply(self.t_z.recentre(theta, origin, self.t_z.centre(z_c)), z_c)
+        return self.t_z.move(theta, origin, z_c)
 
 
 def graph_modules(model: SceneModel) -> dict[str, torch.nn.Module]:

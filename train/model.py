@@ -251,11 +251,16 @@ class Transform(nn.Module):
         d = (centre - origin).to(theta.dtype)
         return torch.cat([a, (b - torch.matmul(a, d.unsqueeze(-1)).squeeze(-1) + d).unsqueeze(-1)], dim=2)
 
+    def move(self, theta, origin, z_c):
+        """z_c moved by theta, read about origin, about z_c's own centre instead: the transform-apply
+        of T^Z (and the warp graph)."""
+        return self.apply(self.recentre(theta, origin, self.centre(z_c)), z_c)
+
     def forward(self, z_t1, z_t2, z_c):
         """-> theta, the centre of z_t1 it is relative to (origin), and z_c moved about its own
         centre."""
         theta, origin = self.theta(z_t1, z_t2), self.centre(z_t1)
-        return theta, origin, self.apply(self.recentre(theta, origin, self.centre(z_c)), z_c)
+        return theta, origin, self.move(theta, origin, z_c)
 
 
 class SceneModel(nn.Module):
@@ -275,7 +280,7 @@ class SceneModel(nn.Module):
             *_, z_moved = self.t_z(z_t1, z_t2, z_c)
         else:
             theta = self.checked_theta(z_t1, z_t2, x_t2, self.t_z.theta(z_t1, z_t2))
-            z_moved = self.t_z.apply(self.t_z.recentre(theta, self.t_z.centre(z_t1), self.t_z.centre(z_c)), z_c)
+            z_moved = self.t_z.move(theta, self.t_z.centre(z_t1), z_c)
         return self.g(z_moved, self.f_b(x_b))
 
     def losses(self, x1, x2, keep_char: torch.Tensor | None = None, warp: torch.Tensor | None = None,
