@@ -121,10 +121,10 @@ def environment(renderer) -> dict:
 
 def bench(model: str, backend: str = "cpu", batches=(1, 8, 32), runs: int = 200,
           warmup: int = 20, threads: int | None = None, precision: str = "fp32",
-          budget_s: float | None = None, check_motion: bool | None = None) -> dict:
+          budget_s: float | None = None, check_motion: bool = False) -> dict:
     """Everything `eqsdk bench` reports for one backend (see the module doc); budget_s caps the
     time of each measurement (time_calls). The full, motion and drive paths check each motion
-    where the renderer does (check_motion: None, as the bundle says)."""
+    where the renderer does (check_motion=True)."""
     import eqsdk
 
     t0 = time.perf_counter()

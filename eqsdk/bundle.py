@@ -62,7 +62,7 @@ def read_manifest(directory: Path) -> dict:
 
 
 def load(model: str | Path = DEFAULT_MODEL, backend: str = "cpu", threads: int | None = None,
-         precision: str = "fp32", check_motion: bool | None = None):
+         precision: str = "fp32", check_motion: bool = False):
     """Load a model bundle for rendering.
 
     model: a bundled model's name (see eqsdk.MODELS) or a bundle directory.
@@ -70,8 +70,8 @@ def load(model: str | Path = DEFAULT_MODEL, backend: str = "cpu", threads: int |
         the best available; one that is not available raises BackendError with an install hint.
     threads: CPU intra-op threads per graph (default: what suits four small chained graphs).
     precision: "fp32", or "fp16" on TensorRT.
-    check_motion: check T^Z's reading of each motion by rendering turns of it (eqsdk.motion_check;
-        slower, truer turns). None: as the bundle says (the bundled "mnist" model: on).
+    check_motion: check T^Z's reading of each motion by rendering turns of it (eqsdk.motion_check):
+        truer far turns, about 5x the render time. Off by default.
     """
     import time
 

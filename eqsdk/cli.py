@@ -31,9 +31,9 @@ def cli() -> None:
 
 BACKEND_HELP = "auto, cpu, cuda or tensorrt [default: cpu]"
 check_motion_option = click.option(
-    "--check-motion/--no-check-motion", default=None,
-    help="check T^Z's reading of the motion by rendering turns of it: truer turns, about 5x the "
-         "time [default: as the model says; on for mnist]")
+    "--check-motion/--no-check-motion", default=False,
+    help="check T^Z's reading of the motion by rendering turns of it: truer far turns, about 5x "
+         "the time [default: off]")
 
 
 @cli.command()
@@ -76,7 +76,7 @@ def render(char, bg, anim, output, jobs, model, backend, scale, check_motion, fo
                f"model {renderer.name}, backend {renderer.backend.name})", err=True)
 
 
-def render_jobs(path: str, model: str, backend: str, scale: int, force: bool, check_motion: bool | None,
+def render_jobs(path: str, model: str, backend: str, scale: int, force: bool, check_motion: bool,
                 batch: int = 32) -> None:
     """All jobs of a file, checked first, then rendered in batches by one loaded model."""
     import numpy as np

@@ -3,8 +3,8 @@
 Each input can be encoded once and reused: a character (f_c), a background (f_b), a motion
 (T^Z's theta on a pair of frames, and where the character was). `compose` then re-runs only the
 transform-apply and g. A motion acts about the moved character's own centre, as it acted about the
-driving character's. Where the bundle's manifest asks for it (`motion_check`), T^Z's reading of a
-motion is checked by the renderer first (eqsdk.motion_check).
+driving character's. With check_motion=True, T^Z's reading of a motion is checked by the renderer
+first (eqsdk.motion_check).
 """
 from __future__ import annotations
 
@@ -42,14 +42,14 @@ def is_one_image(x) -> bool:
 class Renderer:
     """Renders scenes with a model bundle on a backend (see eqsdk.load)."""
 
-    def __init__(self, backend, manifest: dict, load_seconds: float = 0.0, check_motion: bool | None = None):
+    def __init__(self, backend, manifest: dict, load_seconds: float = 0.0, check_motion: bool = False):
         self.backend = backend
         self.manifest = manifest
         self.name = manifest.get("name", "?")
         self.image_size = int(manifest["config"]["image_size"])
         self.load_seconds = load_seconds  # session creation (and engine loading) at eqsdk.load
-        # None: as the bundle says. Its figures (manifest "eval") were measured that way.
-        self.check_motion = bool(manifest.get("motion_check", False)) if check_motion is None else check_motion
+        # Off by default: the four-graph render. The check is an explicit, slower option.
+        self.check_motion = bool(check_motion)
 
     def __repr__(self) -> str:
         s = self.image_size

@@ -65,8 +65,7 @@ def test_the_runtime_checks_a_motion_as_the_torch_model_does(far_turn):
         z1, z2 = model.f_c(x1), model.f_c(x2)
         theta = model.t_z.theta(z1, z2)
         expected = model.checked_theta(z1, z2, x2, theta).numpy()
-    r = eqsdk.load("mnist")
-    assert r.check_motion  # the bundle asks for it
+    r = eqsdk.load("mnist", check_motion=True)
     got, _ = r.motion_arrays(x1.numpy(), x2.numpy())
     np.testing.assert_allclose(got, expected, atol=1e-4)
     unchecked, _ = eqsdk.load("mnist", check_motion=False).motion_arrays(x1.numpy(), x2.numpy())
@@ -77,12 +76,16 @@ def test_the_check_sets_right_a_far_turn_that_t_z_under_reads(far_turn):
     x1, x2, _ = far_turn
     truth = -27.0  # the image turns by -27°; theta is its inverse, svd_angle flips the sign back
     unchecked, _ = eqsdk.load("mnist", check_motion=False).motion_arrays(x1.numpy(), x2.numpy())
-    checked, _ = eqsdk.load("mnist").motion_arrays(x1.numpy(), x2.numpy())
+    checked, _ = eqsdk.load("mnist", check_motion=True).motion_arrays(x1.numpy(), x2.numpy())
     err_unchecked, err_checked = (abs(float(svd_angle(t)[0]) - truth) for t in (unchecked, checked))
     assert err_unchecked > 15 and err_checked < 9, (err_unchecked, err_checked)
 
 
-def test_the_cli_checks_by_default_and_can_be_told_not_to(far_turn, tmp_path):
+def test_the_default_is_the_four_graph_render():
+    assert not eqsdk.load("mnist").check_motion
+
+
+def test_the_cli_checks_when_asked(far_turn, tmp_path):
     from eqsdk.cli import main
 
     x1, x2, _ = far_turn
@@ -92,8 +95,8 @@ def test_the_cli_checks_by_default_and_can_be_told_not_to(far_turn, tmp_path):
         eqsdk.save_image((x[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8), paths[name])
     start, end = str(paths["start"]), str(paths["end"])
     args = ["render", "--char", start, "--bg", start, "--anim", start, end, "-o"]
-    assert main(args + [str(tmp_path / "checked.png")]) == 0
-    assert main(args + [str(tmp_path / "unchecked.png"), "--no-check-motion"]) == 0
+    assert main(args + [str(tmp_path / "checked.png"), "--check-motion"]) == 0
+    assert main(args + [str(tmp_path / "unchecked.png")]) == 0
     truth = np.asarray(eqsdk.images.to_array(end, 64))
 
     def err(name):  # the start frame moved as it moved to the end frame: the end frame
