@@ -33,10 +33,14 @@ def test_bundled_model_renders_the_examples_close_to_the_truth(case, tmp_path, c
     assert main(args_for(case["name"], out)) == 0
     assert Image.open(out).size == (64, 64)
     # The character's own frame, whose background is the wrong one, is far from the truth; the
-    # render puts the character on the right background. (Beating cases.json's unmoved and
-    # no-object baselines on every case is not yet met by the bundled model: see the README.)
+    # render puts the character on the right background ...
     truth = EXAMPLES / case["name"] / "expected.png"
     assert mse(out, truth) < 0.25 * mse(EXAMPLES / case["name"] / "char.png", truth)
+    # ... and moves it: the same render with no motion (START START) is further from the truth.
+    still = tmp_path / "still.png"
+    d = EXAMPLES / case["name"]
+    assert main(args_for(case["name"], still)[:6] + [str(d / "anim_start.png")] * 2 + ["-o", str(still)]) == 0
+    assert mse(out, truth) < mse(still, truth)
     assert "wrote" in capsys.readouterr().err
 
 

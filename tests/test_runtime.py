@@ -4,6 +4,7 @@ import shutil
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -162,11 +163,24 @@ def test_compose_broadcasts_batches(tiny_bundle, scene):
         r.compose(backgrounds, motion, backgrounds)
 
 
-def test_motions_differ_and_identity_motion_keeps_the_character(tiny_bundle, scene):
+def test_different_motions_read_differently(tiny_bundle, scene):
     r = eqsdk.load(tiny_bundle[0])
     (still, origin), (moved, _) = r.encode_motion(scene[3], scene[3]).data, r.encode_motion(scene[3], scene[4]).data
     assert still.shape == moved.shape == (1, 2, 3) and origin.shape == (1, 2)
     assert np.abs(still - moved).max() > 1e-3
+
+
+def test_the_bundled_identity_motion_keeps_the_character():
+    r = eqsdk.load("mnist")
+    case = Path(__file__).resolve().parents[1] / "examples" / "case1"
+    frame, char, bg = (str(case / f) for f in ("anim_start.png", "char.png", "bg.png"))
+    theta, _ = r.encode_motion(frame, frame).data
+    np.testing.assert_allclose(theta[0], [[1, 0, 0], [0, 1, 0]], atol=0.01)
+    identity = eqsdk.renderer.Encoding("motion", (np.float32([[[1, 0, 0], [0, 1, 0]]]), np.zeros((1, 2), np.float32)), 1, True)
+    unmoved = r.compose(r.encode_character(char), identity, r.encode_background(bg))
+    still = r.render(char=char, bg=bg, anim=(frame, frame))
+    diff = np.abs(still.astype(int) - unmoved)  # out of 255: T^Z's reading is within 0.01 of it
+    assert diff.mean() < 0.5 and diff.max() <= 16
 
 
 def test_one_model_from_eight_threads_matches_sequential(tiny_bundle):
