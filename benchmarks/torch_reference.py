@@ -1,5 +1,5 @@
 """The PyTorch reference for a bundle: the SceneModel rebuilt from the bundle's own graphs
-(train.from_bundle), and the same calls eqsdk.bench times, in PyTorch (eager or torch.compile).
+(export.from_bundle), and the same calls eqsdk.bench times, in PyTorch (eager or torch.compile).
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import onnx
 import torch
 
 from eqsdk.bundle import read_manifest
-from train.from_bundle import NETWORKS, from_bundle
+from export.from_bundle import NETWORKS, from_bundle
 from train.model import SceneModel
 
 

@@ -23,7 +23,8 @@ import torch
 import eqsdk
 from eqsdk.bundle import MANIFEST, SCHEMA_VERSION
 from eqsdk.graphs import GRAPHS, resolve
-from train.model import ModelConfig, SceneModel, load_checkpoint
+from train.checkpoint import load_checkpoint
+from train.model import ModelConfig, SceneModel
 
 OPSET = 18  # TensorRT parses neither AffineGrid nor opset-20 GridSample correctly
 TOLERANCE = 1e-4  # max abs difference, ONNX Runtime vs PyTorch, fp32

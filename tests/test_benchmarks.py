@@ -10,7 +10,7 @@ import torch
 
 from benchmarks import suite, torch_reference
 from eqsdk.bench import time_calls
-from train.model import load_checkpoint
+from train.checkpoint import load_checkpoint
 
 
 def test_model_from_bundle_is_the_checkpoint(tiny_bundle, tiny_checkpoint):

@@ -8,7 +8,7 @@ import eqsdk
 from eqsdk import motion_check
 from eqsdk.bundle import bundle_dir
 from train.evaluate import svd_angle
-from train.from_bundle import from_bundle
+from export.from_bundle import from_bundle
 from train.model import ModelConfig, Transform, turn_about
 from train.moving_mnist import MovingMNIST
 

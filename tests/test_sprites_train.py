@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from train import lpc
+from train.checkpoint import read_checkpoint
 from train.datasets import load_sprites
 from train.evaluate_sprites import evaluate
 from train.evaluate_sprites import main as evaluate_main
@@ -42,7 +43,7 @@ def checkpoints(tmp_path_factory):
 
 @pytest.mark.parametrize("dataset", ["sprites", "sprites-bg"])
 def test_train_on_sprites_writes_a_checkpoint(checkpoints, dataset):
-    ckpt = torch.load(checkpoints[dataset] / "last.pt", weights_only=False)
+    ckpt = read_checkpoint(checkpoints[dataset] / "last.pt")
     assert ckpt["step"] == 3 and ckpt["samples"] == 24
     assert ckpt["train_config"]["dataset"] == dataset and ckpt["train_config"]["characters"] == CHARACTERS
     assert ckpt["model_config"]["channels"] == 16

@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 
 from train.evaluate import r2_score, tz_draw
-from train.model import SceneModel, load_checkpoint
+from train.checkpoint import load_checkpoint
+from train.model import SceneModel
 from train.moving_mnist import MovingMNIST, load_mnist_labels
 
 

@@ -33,7 +33,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from train.model import load_checkpoint  # noqa: E402
+from train.checkpoint import load_checkpoint  # noqa: E402
 from train.moving_mnist import (MovingMNIST, affine_inverse, load_mnist_labels, motion,  # noqa: E402
                                 transfer)
 

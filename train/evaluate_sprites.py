@@ -40,7 +40,7 @@ from matplotlib.colors import CSS4_COLORS, to_rgb  # noqa: E402
 from train import lpc  # noqa: E402
 from train.datasets import load_sprites  # noqa: E402
 from train.evaluate import summary  # noqa: E402
-from train.model import load_checkpoint  # noqa: E402
+from train.checkpoint import load_checkpoint  # noqa: E402
 
 CANVASES = {"white": lpc.WHITE, "grey": to_rgb(CSS4_COLORS["gray"])}  # grey: 128/255 (§4.4, 'Ours-BG')
 METHODS = {"analogy": "Analogy", "unchanged": "B_i unchanged", "background": "Background alone",

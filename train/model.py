@@ -5,8 +5,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn as nn
@@ -24,8 +23,6 @@ class ModelConfig:
     tz_keypoints: int = 8  # spatial-softmax keypoints whose positions T^Z sees (0: none)
     decoder_extra: int = 0  # extra 3x3 conv layers in g at each upsampled resolution (sharper edges)
     tz_rigid: bool = False  # T^Z's linear part projected onto the nearest rotation (no scale, shear)
-    tz_refine: int = 0  # passes of T^Z on z_t1 moved by its estimate so far, each correcting it
-    tz_centred: bool = False  # T^Z reads the motion between the two characters moved to the centre
     tz_symmetric: bool = False  # theta averages T^Z(z_t1, z_t2) with the inverse of T^Z(z_t2, z_t1)
 
     @property
@@ -34,6 +31,14 @@ class ModelConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, config: dict) -> ModelConfig:
+        unknown = sorted(set(config) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"model config: unknown keys {unknown}; expected keys among "
+                             f"{[f.name for f in fields(cls)]}")
+        return cls(**config)
 
 
 class ResBlock(nn.Module):
@@ -126,14 +131,6 @@ class Transform(nn.Module):
     theta maps output coordinates to input coordinates, as in grid_sample: it is the inverse of
     the image-space motion T^X. With cfg.tz_rigid its linear part is projected onto the nearest
     rotation: for scenes whose motions are rigid (Moving MNIST) scale and shear are only noise.
-    With cfg.tz_refine = n, the same network then runs n more times on z_t1 moved by the estimate
-    so far and z_t2, and each residual motion it finds is composed onto the estimate (as the
-    inverse-compositional spatial transformers of Lin and Lucey): a small residual is easier to
-    read than the whole motion, and a wrong first guess shows up as features that do not line up.
-    With cfg.tz_centred, each input is first shifted so that its character (the centre of its
-    features) sits at the middle of the grid; the network reads the residual motion delta between
-    the two there, and theta = shift(c1) o delta o shift(-c2). The turn is then read from features
-    side by side wherever on the canvas the character is and however far it went.
     With cfg.tz_symmetric, theta is the mean of T^Z(z_t1, z_t2) and the inverse of T^Z(z_t2, z_t1)
     (then made rigid again): two readings of one motion whose errors are partly independent, so
     their mean is steadier. It stays order dependent: swapping the inputs about inverts theta.
@@ -153,8 +150,6 @@ class Transform(nn.Module):
         self.head = nn.Sequential(nn.Linear(c * (f // 4) ** 2 + 6 * k, cfg.tz_hidden), nn.LeakyReLU(0.2),
                                   nn.Linear(cfg.tz_hidden, 6))
         self.rigid = cfg.tz_rigid
-        self.refine = cfg.tz_refine
-        self.centred = cfg.tz_centred
         self.symmetric = cfg.tz_symmetric
         nn.init.zeros_(self.head[-1].weight)
         with torch.no_grad():
@@ -186,13 +181,6 @@ class Transform(nn.Module):
         return torch.cat([a @ delta[:, :, :2], a @ delta[:, :, 2:] + theta[:, :, 2:]], dim=2)
 
     @staticmethod
-    def shift(c):
-        """(B, 2) -> (B, 2, 3): sampling by it moves what is at c to the middle of the grid."""
-        one = torch.ones_like(c[:, :1])  # (B, 1), from c so that the batch stays dynamic in ONNX
-        zero = torch.zeros_like(one)
-        return torch.stack([torch.cat([one, zero, c[:, :1]], 1), torch.cat([zero, one, c[:, 1:]], 1)], 1)
-
-    @staticmethod
     def invert(theta):
         """The inverse affine, (B, 2, 3) -> (B, 2, 3), from plain ops (the 2x2 adjugate)."""
         p, q, r, s = theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1]
@@ -209,18 +197,6 @@ class Transform(nn.Module):
 
     def read(self, z_t1, z_t2):
         """One reading of the motion from z_t1 to z_t2: (B, C, F, F) x2 -> (B, 2, 3)."""
-        if self.centred:
-            c1, c2 = self.centre(z_t1), self.centre(z_t2)
-            delta = self.estimate(self.apply(self.shift(c1), z_t1), self.apply(self.shift(c2), z_t2))
-            theta = self.compose(self.compose(self.shift(c1), delta), self.shift(-c2))
-        else:
-            theta = self.estimate(z_t1, z_t2)
-        for _ in range(self.refine):
-            theta = self.compose(theta, self.estimate(self.apply(theta, z_t1), z_t2))
-        return theta
-
-    def estimate(self, z_t1, z_t2):
-        """One pass of the network: (B, C, F, F) x2 -> (B, 2, 3)."""
         h = self.features(torch.cat([z_t1, z_t2], dim=1))
         if self.keypoints is not None:
             k1, k2 = self.keypoint_positions(z_t1), self.keypoint_positions(z_t2)
@@ -457,11 +433,3 @@ def grow_from(model: SceneModel, source: SceneModel) -> None:
         raise ValueError(f"decoders differ beyond extra layers: {len(sources)} vs {len(targets)} layers")
     for t, s in zip(targets, sources):
         t.load_state_dict(s.state_dict())
-
-
-def load_checkpoint(path: Path) -> tuple[SceneModel, dict]:
-    """The model of a training checkpoint (rebuilt from the config saved in it), in eval mode."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    model = SceneModel(ModelConfig(**ckpt["model_config"]))
-    model.load_state_dict(ckpt["model"])
-    return model.eval(), ckpt

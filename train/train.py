@@ -30,7 +30,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from train.datasets import DATASETS, VAL_BACKGROUNDS, pair_source
-from train.model import ModelConfig, SceneModel, grow_from, load_checkpoint, random_rigid
+from train.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from train.model import ModelConfig, SceneModel, grow_from, random_rigid
 from train.moving_mnist import affine_inverse
 
 
@@ -98,15 +99,6 @@ def decomposition(model: SceneModel, x: torch.Tensor, autocast) -> list[torch.Te
         return [model.g(torch.zeros_like(z), b), model.g(z, torch.zeros_like(b))]
 
 
-def save_checkpoint(path: Path, model, opt, state: dict, cfg: ModelConfig, tcfg: TrainConfig,
-                    command: str, init_from: dict | None) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), **state,
-                "model_config": cfg.to_dict(), "train_config": asdict(tcfg), "command": command,
-                "init_from": init_from}, tmp)
-    tmp.replace(path)  # never leave a half-written checkpoint
-
-
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, required=True)
@@ -138,10 +130,10 @@ def main(argv=None) -> None:
 
     args.out.mkdir(parents=True, exist_ok=True)
     last = args.out / "last.pt"
-    ckpt = torch.load(last, weights_only=False) if last.exists() else None
+    ckpt = read_checkpoint(last) if last.exists() else None
     init_from = None  # provenance of the weights a run started from
     if ckpt:  # a resumed run keeps its configuration
-        cfg, tcfg = ModelConfig(**ckpt["model_config"]), TrainConfig(**ckpt["train_config"])
+        cfg, tcfg = ModelConfig.from_dict(ckpt["model_config"]), TrainConfig(**ckpt["train_config"])
         init_from = ckpt.get("init_from")
         print(f"resuming {last} at step {ckpt['step']} ({tcfg.dataset})", file=sys.stderr)
     else:
@@ -257,13 +249,13 @@ def main(argv=None) -> None:
             record["val_scene"] = validate()
             grid_image([x1, x2, out["render"], *decomposition(model, x1, autocast)],
                        args.out / "samples.png")
-            save_checkpoint(last, model, opt, state, cfg, tcfg, command, init_from)
+            save_checkpoint(last, {"model": model.state_dict(), "optimizer": opt.state_dict(), **state, "model_config": cfg.to_dict(), "train_config": asdict(tcfg), "command": command, "init_from": init_from})
             tqdm.write(json.dumps({k: round(v, 5) if isinstance(v, float) else v
                                    for k, v in record.items()}))
         if state["step"] % 20 == 0 or "val_scene" in record:
             log.write(json.dumps(record) + "\n")
             log.flush()
-    save_checkpoint(last, model, opt, state, cfg, tcfg, command, init_from)
+    save_checkpoint(last, {"model": model.state_dict(), "optimizer": opt.state_dict(), **state, "model_config": cfg.to_dict(), "train_config": asdict(tcfg), "command": command, "init_from": init_from})
     bar.close()
     print(f"done: {state['step']} steps, {state['samples']} samples, {state['elapsed'] / 60:.1f} min",
           file=sys.stderr)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from train.evaluate import tz_analysis
-from train.model import load_checkpoint
+from train.checkpoint import load_checkpoint
 from train.moving_mnist import MovingMNIST, load_mnist_labels
 
 FIRST_SEED = 100

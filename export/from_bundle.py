@@ -2,7 +2,7 @@
 graphs, so that a shipped model can be evaluated or trained further (`--init-from`) on a machine
 that never had its checkpoint (runs/ is not committed).
 
-    python -m train.from_bundle eqsdk/models/mnist --out runs/mnist-bundle.pt
+    python -m export.from_bundle eqsdk/models/mnist --out runs/mnist-bundle.pt
 
 The exporter names most initializers after their parameters. GroupNorm's scale and shift come
 out of it as anonymous (C, 1, 1) constants, found by the Mul and Add that follow each
@@ -24,6 +24,7 @@ from onnx import numpy_helper
 
 from eqsdk.bundle import MANIFEST
 from export.to_onnx import TOLERANCE, check_parity
+from train.checkpoint import save_checkpoint
 from train.model import ModelConfig, SceneModel
 
 NETWORKS = ("f_c", "f_b", "t_z", "g")
@@ -76,7 +77,7 @@ def network_state(path: Path, module: torch.nn.Module) -> dict[str, torch.Tensor
 def from_bundle(bundle: Path) -> tuple[SceneModel, dict]:
     """The bundle's model rebuilt in PyTorch (eval mode) and its manifest."""
     manifest = json.loads((bundle / MANIFEST).read_text())
-    model = SceneModel(ModelConfig(**manifest["config"]))
+    model = SceneModel(ModelConfig.from_dict(manifest["config"]))
     for name in NETWORKS:
         getattr(model, name).load_state_dict(network_state(bundle / f"{name}.onnx", getattr(model, name)))
     return model.eval(), manifest
@@ -97,11 +98,11 @@ def main(argv=None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     # As train.train saves it, less the optimiser: a run resumed from it would start a new one;
     # use it with --init-from.
-    torch.save({"model": model.state_dict(), "step": training["step"], "samples": training["samples"],
+    save_checkpoint(args.out, {"model": model.state_dict(), "step": training["step"], "samples": training["samples"],
                 "elapsed": training["minutes"] * 60, "seed": training["train_config"]["seed"],
                 "model_config": manifest["config"], "train_config": training["train_config"],
                 "command": training["command"], "init_from": training.get("init_from"),
-                "from_bundle": str(args.bundle)}, args.out)
+                "from_bundle": str(args.bundle)})
     print(json.dumps({"out": str(args.out), "max_abs_diff": diffs}))
 
 
