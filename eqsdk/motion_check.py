@@ -1,6 +1,6 @@
 """T^Z's reading of a motion, checked by the renderer (analysis by synthesis).
 
-T^Z under-reads a character that is already turned far from upright (README, "T^Z's reading"):
+T^Z under-reads a character that is already turned far from upright (docs/design.md):
 every training video starts upright, so a 54° turn can read as 17°. The model's own renderer
 knows better. Re-render the start frame x_t1 moved by T^Z's theta turned further about the
 character, by every STEP degrees up to +-SCAN. Keep the turn whose render g(theta' o f_c(x_t1) +
