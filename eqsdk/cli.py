@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
+import threading
 import warnings
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import click
 from eqsdk import __version__
 from eqsdk.bundle import DEFAULT_MODEL, MODELS
 from eqsdk.errors import EqsdkError
-from eqsdk.images import ResizeWarning, check_output
+from eqsdk.images import ResizeWarning, check_output, check_scale
 
 MODEL_HELP = f"bundled model ({', '.join(MODELS)}) or a bundle directory [default: {DEFAULT_MODEL}]"
 
@@ -70,6 +72,7 @@ def render(char, bg, anim, output, jobs, model, backend, scale, check_motion, fo
         raise click.UsageError(f"missing {', '.join(missing)} (or give --batch JOBS)")
     check_output(Path(output), overwrite=force)  # before any work: nothing is touched on error
     renderer = eqsdk.load(model, backend=backend, check_motion=check_motion)
+    check_scale(scale, (renderer.image_size, renderer.image_size))
     image = renderer.render(char=char, bg=bg, anim=anim)
     eqsdk.save_image(image, output, overwrite=force, scale=scale)
     click.echo(f"wrote {output} ({image.shape[1] * scale}x{image.shape[0] * scale}, "
@@ -189,8 +192,9 @@ def verify(model) -> None:
 @click.option("-o", "--output", metavar="OUT",
               help="clip to write: .gif, .mp4 (.mov, .mkv, .avi) or a folder of PNG frames "
                    "[default: CHAR-DRIVE.gif in the current directory]")
-@click.option("--fps", type=click.FloatRange(0, min_open=True),
-              help="output frame rate [default: the driving clip's, else 10]")
+@click.option("--fps", type=float,
+              help="output frame rate, 0.1 to 100 for GIF, to 240 for video "
+                   "[default: the driving clip's, else 10]")
 @click.option("--side-by-side", is_flag=True, help="put each driving frame left of its output frame")
 @click.option("--model", default=DEFAULT_MODEL, show_default=False, metavar="NAME|PATH", help=MODEL_HELP)
 @click.option("--backend", default="cpu", metavar="NAME", help=BACKEND_HELP)
@@ -210,32 +214,45 @@ def animate(char, bg, drive, output, fps, side_by_side, model, backend, scale, c
 
     Video files (.mp4, ...) need: pip install 'eqsdk[video]'
     """
+    import itertools
+
     import eqsdk
     from eqsdk import video
 
     bg = bg or char
     output = output or f"{Path(char).stem}-{Path(drive).stem}.gif"
-    video.check_clip_output(Path(output), overwrite=force)  # before any work
-    frames, clip_fps = video.read_clip(drive)
+    kind = video.check_clip_output(Path(output), overwrite=force)  # before any work
+    if fps is not None:
+        fps = video.check_fps(fps, kind)
+    clip, clip_fps = video.read_clip(drive)  # checked now, decoded frame by frame later
     renderer = eqsdk.load(model, backend=backend, check_motion=check_motion)
     size = renderer.image_size
-    if any(f.shape[:2] != (size, size) for f in frames):  # one note, not one per frame
-        h, w = frames[0].shape[:2]
-        click.echo(f"eqsdk: note: drive: resized {len(frames)} frames from {w}x{h} to "
-                   f"{size}x{size}, the model's size", err=True)
-        frames = video.resize_frames(frames, size)
+    w, h = (2 * size if side_by_side else size), size
+    check_scale(scale, (w, h))
+    if fps is None:
+        fps = clip_fps or video.DEFAULT_FPS
+        low, high = video.FPS_RANGE[kind]
+        if not low <= fps <= high:
+            click.echo(f"eqsdk: note: the driving clip's {fps:g} fps is outside {low:g}..{high:g} "
+                       f"for a {kind} output; writing {min(max(fps, low), high):g} fps", err=True)
+            fps = min(max(fps, low), high)
+    frames = clip
+    if clip.size != (size, size):  # one note, not one per frame
+        click.echo(f"eqsdk: note: drive: resized {len(clip)} frames from {clip.size[0]}x{clip.size[1]} "
+                   f"to {size}x{size}, the model's size", err=True)
+        frames = video.resize_frames(clip, size)
+    if side_by_side:  # the driving frames twice: tee keeps at most a batch of them
+        frames, shown = itertools.tee(frames)
     # A bar only where someone watches and waits: logs and tests get the summary alone.
-    show = sys.stderr.isatty() and len(frames) > 16
-    with (click.progressbar(length=len(frames), label="animating", file=sys.stderr)
+    show = sys.stderr.isatty() and len(clip) > 16
+    with (click.progressbar(length=len(clip), label="animating", file=sys.stderr)
           if show else contextlib.nullcontext()) as bar:
-        out = renderer.animate(char, bg, frames,
-                               progress=(lambda done, _: bar.update(done - bar.pos)) if show else None)
-    if side_by_side:
-        out = video.side_by_side(frames, out)
-    fps = fps or clip_fps or video.DEFAULT_FPS
-    video.save_clip(out, output, fps=fps, overwrite=force, scale=scale)
-    h, w = out[0].shape[:2]
-    click.echo(f"wrote {output} ({len(out)} frames, {w * scale}x{h * scale}, {fps:g} fps, "
+        out = renderer.animate_iter(char, bg, frames,
+                                    progress=(lambda done, _: bar.update(done - bar.pos)) if show else None)
+        if side_by_side:
+            out = video.side_by_side(shown, out)
+        video.save_clip(out, output, fps=fps, overwrite=force, scale=scale)  # frame by frame
+    click.echo(f"wrote {output} ({len(clip)} frames, {w * scale}x{h * scale}, {fps:g} fps, "
                f"model {renderer.name}, backend {renderer.backend.name})", err=True)
 
 
@@ -300,9 +317,28 @@ def check_anim_count(argv: list[str]) -> None:
                 raise click.UsageError(f"--anim: expected 2 images (START END), got {n}")
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so that `finally` blocks remove
+    temporary files (not an Exception: nothing may catch it on the way out)."""
+
+
+def on_sigterm(signum, frame) -> None:
+    raise Terminated()
+
+
 def main(argv=None) -> int:
     warnings.showwarning = _show_warning
     argv = sys.argv[1:] if argv is None else list(argv)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, on_sigterm) if in_main_thread else None
+    try:
+        return run(argv)
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def run(argv: list[str]) -> int:
     try:
         check_anim_count(argv)
         cli.main(args=argv, prog_name="eqsdk", standalone_mode=False)
@@ -320,7 +356,10 @@ def main(argv=None) -> int:
         return 1
     except (click.Abort, KeyboardInterrupt):
         click.echo("eqsdk: interrupted", err=True)
-        return 130
+        return 130  # 128 + SIGINT, as the shell reports
+    except Terminated:
+        click.echo("eqsdk: terminated", err=True)
+        return 143  # 128 + SIGTERM
     except Exception as e:  # a bug, not bad input: one line, traceback only on request
         if os.environ.get("EQSDK_DEBUG"):
             raise

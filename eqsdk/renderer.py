@@ -2,7 +2,8 @@
 
 Each input can be encoded once and reused: a character (f_c), a background (f_b), a motion
 (T^Z's theta on a pair of frames, and where the character was). `compose` then re-runs only the
-transform-apply and g. A motion acts about the moved character's own centre, as it acted about the
+transform-apply and g. Any number of items runs in batches of BATCH, so memory stays flat:
+`compose` fills one uint8 output array, `animate_iter` yields frames one at a time. A motion acts about the moved character's own centre, as it acted about the
 driving character's. With check_motion=True, T^Z's reading of a motion is checked by the renderer
 first (eqsdk.motion_check).
 """
@@ -10,14 +11,17 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import chain, islice
 
 import numpy as np
 
 from eqsdk import motion_check
 from eqsdk.errors import InputError
 from eqsdk.images import ImageLike, ResizeWarning, to_array, to_uint8
+
+BATCH = 64  # items per graph call in encode_* and compose: bounds memory, keeps batching's speed
 
 
 @dataclass(frozen=True)
@@ -35,8 +39,8 @@ class Encoding:
 
 
 def is_one_image(x) -> bool:
-    """A single image (path, PIL image or array) rather than a sequence of them."""
-    return not isinstance(x, (list, tuple))
+    """A single image (path, PIL image or array) rather than a sequence or iterator of them."""
+    return isinstance(x, (str, bytes)) or not isinstance(x, (Sequence, Iterator))
 
 
 class Renderer:
@@ -59,25 +63,33 @@ class Renderer:
     # Images in.
     def images(self, images: ImageLike | Sequence[ImageLike], name: str) -> np.ndarray:
         """One image or a sequence of them -> float32 (B, 3, S, S) in [0, 1]."""
+        return np.concatenate(list(self.batches(images, name)))
+
+    def batches(self, images: ImageLike | Sequence[ImageLike], name: str,
+                size: int = BATCH) -> Iterator[np.ndarray]:
+        """One image or a sequence of them, `size` at a time -> float32 (<= size, 3, S, S)."""
         items = [images] if is_one_image(images) else list(images)
         if not items:
             raise InputError(f"{name}: got no images; expected at least one")
-        one = len(items) == 1 and is_one_image(images)
-        return np.stack([to_array(x, self.image_size, name if one else f"{name}[{k}]")
-                         for k, x in enumerate(items)])
+        one = is_one_image(images)
+        for k in range(0, len(items), max(1, size)):
+            yield np.stack([to_array(x, self.image_size, name if one else f"{name}[{k + i}]")
+                            for i, x in enumerate(items[k:k + size])])
 
     # Encoding: pay once per input.
     def encode_character(self, char: ImageLike | Sequence[ImageLike]) -> Encoding:
         """f_c of one image or a sequence of images."""
-        x = self.images(char, "char")
-        z = self.backend.run("f_c", x=self.backend.upload(x))["z"]
-        return Encoding("character", z, len(x), is_one_image(char))
+        return self.encode(char, "char", "f_c", "character")
 
     def encode_background(self, bg: ImageLike | Sequence[ImageLike]) -> Encoding:
         """f_b of one image or a sequence of images."""
-        x = self.images(bg, "bg")
-        z = self.backend.run("f_b", x=self.backend.upload(x))["z"]
-        return Encoding("background", z, len(x), is_one_image(bg))
+        return self.encode(bg, "bg", "f_b", "background")
+
+    def encode(self, images: ImageLike | Sequence[ImageLike], name: str, graph: str, kind: str) -> Encoding:
+        """`graph` (f_c or f_b) on the images, BATCH at a time: features (N, C, 16, 16) in one tensor."""
+        b = self.backend
+        z = b.concat([b.run(graph, x=b.upload(x))["z"] for x in self.batches(images, name)])
+        return Encoding(kind, z, b.batch_size(z), is_one_image(images))
 
     def encode_motion(self, start: ImageLike | Sequence[ImageLike],
                       end: ImageLike | Sequence[ImageLike]) -> Encoding:
@@ -146,8 +158,21 @@ class Renderer:
         if len(counts) > 1:
             raise InputError(f"compose: batches of {character.count} characters, {motion.count} "
                              f"motions and {background.count} backgrounds; expected N or 1 each")
-        out = to_uint8(self.compose_arrays(character, motion, background, counts.pop() if counts else 1))
+        n, s = (counts.pop() if counts else 1), self.image_size
+        out = np.empty((n, s, s, 3), np.uint8)
+        for k in range(0, n, BATCH):
+            stop = min(n, k + BATCH)
+            parts = (self.rows(e, k, stop) for e in (character, motion, background))
+            out[k:stop] = to_uint8(self.compose_arrays(*parts, stop - k))
         return out[0] if character.single and motion.single and background.single else out
+
+    def rows(self, e: Encoding, start: int, stop: int) -> Encoding:
+        """Items start:stop of an encoding of N; an encoding of one item is shared as it is."""
+        if e.count == 1:
+            return e
+        data = (tuple(a[start:stop] for a in e.data) if e.kind == "motion"
+                else self.backend.rows(e.data, start, stop))
+        return Encoding(e.kind, data, stop - start, False)
 
     def compose_arrays(self, character: Encoding, motion: Encoding, background: Encoding,
                        n: int) -> np.ndarray:
@@ -197,27 +222,43 @@ class Renderer:
         return b.download(b.run("g", z_char=z_moved, z_bg=b.repeat(background.data, n // background.count))["image"])
 
     # A whole sequence.
-    def animate(self, char: ImageLike, bg: ImageLike, drive: Sequence[ImageLike],
+    def animate(self, char: ImageLike, bg: ImageLike, drive: Iterable[ImageLike],
                 batch: int = 16, progress=None) -> list[np.ndarray]:
         """Frame k: the character of `char` on `bg`, moved as the driving character moved from
-        drive[0] to drive[k] (§3). Returns one (S, S, 3) uint8 frame per driving frame.
-        `progress(done, total)` is called after each batch."""
-        drive = [drive] if is_one_image(drive) else list(drive)
-        if not drive:
+        drive[0] to drive[k] (§3). Returns one (S, S, 3) uint8 frame per driving frame; for
+        long clips, animate_iter streams them instead. `progress(done, total)` is called after
+        each batch."""
+        return list(self.animate_iter(char, bg, drive, batch, progress))
+
+    def animate_iter(self, char: ImageLike, bg: ImageLike, drive: Iterable[ImageLike],
+                     batch: int = 16, progress=None) -> Iterator[np.ndarray]:
+        """animate, one frame at a time: `drive` may be any iterable of images (a list, a Clip
+        from read_clip, a generator), read `batch` frames at a time, so a clip of any length
+        runs in flat memory. The arguments are checked, and char and bg encoded, at the call.
+        `progress(done, total)`: total is None when `drive` has no len()."""
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise InputError(f"batch: got {batch!r}; expected a positive integer")
+        total = 1 if is_one_image(drive) else (len(drive) if hasattr(drive, "__len__") else None)
+        frames = iter([drive] if is_one_image(drive) else drive)
+        first = next(frames, None)
+        if first is None:
             raise InputError("drive: got no frames; expected a sequence of at least one image")
         character, background = self.encode_character(char), self.encode_background(bg)
-        x0 = self.images(drive[0], "drive[0]")  # says so if the clip gets resized ...
+        x0 = self.images(first, "drive[0]")  # says so if the clip gets resized ...
         reference = Encoding("character", self.backend.run("f_c", x=self.backend.upload(x0))["z"], 1, True)
-        frames = []
-        for k in range(0, len(drive), batch):
+        return self.frames(character, background, reference, chain([first], frames), batch, total, progress)
+
+    def frames(self, character: Encoding, background: Encoding, reference: Encoding,
+               drive: Iterator[ImageLike], batch: int, total: int | None, progress) -> Iterator[np.ndarray]:
+        done = 0
+        while part := list(islice(drive, batch)):
             with warnings.catch_warnings():  # ... once, not once per frame
                 warnings.simplefilter("ignore", ResizeWarning)
-                part = np.stack([to_array(x, self.image_size, f"drive[{k + i}]")
-                                 for i, x in enumerate(drive[k:k + batch])])
-            frames.extend(to_uint8(self.drive(character, background, reference, part)))
+                x = np.stack([to_array(f, self.image_size, f"drive[{done + i}]") for i, f in enumerate(part)])
+            yield from to_uint8(self.drive(character, background, reference, x))
+            done += len(part)
             if progress:
-                progress(len(frames), len(drive))
-        return frames
+                progress(done, total)
 
     def warmup(self) -> float:
         """Run every graph once at batch 1 (first-call costs: allocations, kernel choice);

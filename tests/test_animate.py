@@ -103,7 +103,7 @@ def test_folder_in_natural_order_and_out(tmp_path):
 def test_side_by_side_puts_the_resized_driving_frame_left():
     drive = [np.full((32, 48, 3), 200, np.uint8)] * 2
     out = [np.zeros((64, 64, 3), np.uint8)] * 2
-    pairs = eqsdk.side_by_side(drive, out)
+    pairs = list(eqsdk.side_by_side(drive, out))
     assert len(pairs) == 2 and pairs[0].shape == (64, 128, 3)
     assert (pairs[0][:, :64] == 200).all() and (pairs[0][:, 64:] == 0).all()
 

@@ -50,6 +50,10 @@ class Backend:
     def repeat(self, t, n: int):
         return t if n == 1 else np.repeat(t, n, axis=0)
 
+    def rows(self, t, start: int, stop: int):
+        """Items start:stop along the batch, as a view."""
+        return t.rows(start, stop) if isinstance(t, DeviceArray) else t[start:stop]
+
     def batch_size(self, t) -> int:
         return len(t)
 
