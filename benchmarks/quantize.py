@@ -86,7 +86,7 @@ def quantize_bundle(source: Path, out: Path, renderer, calibration: int = 256,
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    manifest = read_manifest(Path(source))
+    manifest = read_manifest(Path(source)).to_json()
     inputs = calibration_inputs(renderer, calibration, graphs=graphs)
     if out.exists():
         shutil.rmtree(out)
@@ -114,6 +114,7 @@ def quantize_bundle(source: Path, out: Path, renderer, calibration: int = 256,
                                        f"u8 activations, MinMax on {calibration} val frames",
                              "fp32_nodes": keep}
     manifest.pop("parity_max_abs_diff", None)
+    manifest["golden"] = None  # the golden renders are the fp32 graphs'
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 
@@ -129,10 +130,10 @@ kernels and the float convolutions and products left."""
 
     manifest, out = read_manifest(Path(directory)), {}
     with tempfile.TemporaryDirectory() as tmp:
-        for graph in manifest["precision"]["int8"]:
+        for graph in manifest.precision["int8"]:
             opts = session_options(threads)
             opts.optimized_model_filepath = str(Path(tmp) / f"{graph}.onnx")
-            ort.InferenceSession(str(Path(directory) / manifest["graphs"][graph]["file"]), opts,
+            ort.InferenceSession(str(Path(directory) / manifest.graphs[graph].file), opts,
                                  providers=["CPUExecutionProvider"])
             ops: dict[str, int] = {}
             for node in onnx.load(opts.optimized_model_filepath).graph.node:
@@ -172,7 +173,8 @@ def quality(fp32, int8, examples: int = 500, seed: int = 0, batch: int = 250) ->
     from train.evaluate import manipulation_examples, summary
     from train.moving_mnist import MovingMNIST
 
-    data_seed = (fp32.manifest.get("training", {}).get("train_config") or {}).get("seed", 0)
+    training = fp32.manifest.training
+    data_seed = (training.train_config if training else {}).get("seed", 0)
     data = MovingMNIST("test", n_digits=1, n_backgrounds=64, seed=data_seed)
     ex = {k: v.numpy() for k, v in manipulation_examples(data, examples, np.random.default_rng([seed, 3])).items()
           if isinstance(v, torch.Tensor)}
@@ -206,7 +208,8 @@ def main(argv=None) -> None:
     p.add_argument("--examples", type=int, default=500, help="test examples for the quality check")
     args = p.parse_args(argv)
     fp32 = eqsdk.load(args.model)
-    dataset = (fp32.manifest.get("training", {}).get("train_config") or {}).get("dataset", "mnist")
+    training = fp32.manifest.training
+    dataset = (training.train_config if training else {}).get("dataset", "mnist")
     if dataset != "mnist":
         p.error(f"{args.model} was trained on {dataset!r}; calibration here is Moving MNIST only")
     if args.out.exists():

@@ -46,7 +46,7 @@ def main() -> None:
             print(f"threads={threads} spinning={spinning!s:5}  median {stats['median_ms']:.2f} ms  "
                   f"p99 {stats['p99_ms']:.2f} ms")
     report = {"benchmark": "full render, batch 1, four chained ONNX Runtime CPU sessions",
-              "model": manifest["name"], "results": results,
+              "model": manifest.name, "results": results,
               "environment": {"cpu": platform.processor() or platform.machine(),
                               "cores": os.cpu_count(), "onnxruntime": ort.__version__,
                               "python": platform.python_version()}}

@@ -23,7 +23,7 @@ def model_from_bundle(directory: Path) -> tuple[SceneModel, dict]:
     model, _ = from_bundle(directory)
     from_initializers, from_graph, zero_bias = 0, [], []
     for name in NETWORKS:
-        graph = onnx.load(directory / manifest["graphs"][name]["file"]).graph
+        graph = onnx.load(directory / manifest.graphs[name].file).graph
         named = {t.name for t in graph.initializer}
         module = getattr(model, name)
         for key in module.state_dict():
@@ -34,7 +34,7 @@ def model_from_bundle(directory: Path) -> tuple[SceneModel, dict]:
             else:
                 zero_bias.append(f"{name}.{key}")  # from_bundle raises for any other gap
     return model, {"from_initializers": from_initializers, "from_graph": from_graph,
-                   "zero_bias": zero_bias, "config": manifest["config"]}
+                   "zero_bias": zero_bias, "config": dict(manifest.config)}
 
 
 def parity(model: SceneModel, renderer, batch: int = 4, seed: int = 0) -> float:

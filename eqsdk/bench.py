@@ -52,7 +52,7 @@ def paths(renderer, batch: int, seed: int = 0) -> dict:
     """The calls to time at one batch size: each path and each graph, inputs prepared."""
     from eqsdk.renderer import Encoding
 
-    b, s, cfg = renderer.backend, renderer.image_size, renderer.manifest["config"]
+    b, s, cfg = renderer.backend, renderer.image_size, renderer.manifest.config
     rng = np.random.default_rng(seed)
     x_c, x_t1, x_t2, x_b = rng.random((4, batch, 3, s, s), dtype=np.float32)
     character = Encoding("character", b.run("f_c", x=b.upload(x_c))["z"], batch, False)
@@ -143,7 +143,7 @@ def bench(model: str, backend: str = "cpu", batches=(1, 8, 32), runs: int = 200,
     return {"model": renderer.name, "backend": renderer.backend.name, "check_motion": renderer.check_motion,
             "session_creation_s": load_s, "first_call_s": first_s,
             "overhead_batch1": overhead(renderer, runs, warmup), "batches": results,
-            "shapes": {g: {k: list(resolve(v, renderer.manifest["config"])) for k, v in spec.inputs.items()}
+            "shapes": {g: {k: list(resolve(v, renderer.manifest.config)) for k, v in spec.inputs.items()}
                        for g, spec in GRAPHS.items()},
             "environment": environment(renderer)}
 

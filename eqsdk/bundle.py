@@ -1,16 +1,15 @@
-"""Model bundles: a directory of the four graphs and a manifest. Finds, checks and loads them."""
+"""Model bundles: a directory of the graphs and a manifest (eqsdk.manifest). Finds and loads them."""
 from __future__ import annotations
 
-import hashlib
-import json
 from importlib.resources import files
 from pathlib import Path
 
 from eqsdk.errors import BundleError
-from eqsdk.graphs import GRAPHS
+from eqsdk.manifest import MANIFEST, SCHEMA_VERSION, Manifest, read_manifest
 
-MANIFEST = "manifest.json"
-SCHEMA_VERSION = 2  # 2: adds the warp graph
+__all__ = ["MODELS", "DEFAULT_MODEL", "MANIFEST", "SCHEMA_VERSION", "Manifest", "bundle_dir",
+           "read_manifest", "load"]
+
 # The one registry of bundled models: the loader, the CLI's help and checks read it.
 MODELS = {
     "mnist": "Moving MNIST digits on diamond backgrounds, 64x64",
@@ -32,33 +31,6 @@ def bundle_dir(model: str | Path) -> Path:
                           f"or one of: {', '.join(MODELS)}")
     raise BundleError(f"unknown model {str(model)!r}: expected one of {', '.join(MODELS)} "
                       "or the path of a bundle directory")
-
-
-def read_manifest(directory: Path) -> dict:
-    """The manifest of a bundle, after checking its schema and every graph file's sha256."""
-    path = directory / MANIFEST
-    try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise BundleError(f"{path}: missing; a bundle directory holds {MANIFEST} and "
-                          f"{', '.join(s.file for s in GRAPHS.values())}") from None
-    except (OSError, ValueError) as e:
-        raise BundleError(f"{path}: unreadable manifest ({e})") from None
-    version = manifest.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise BundleError(f"{path}: schema_version {version!r}, expected {SCHEMA_VERSION}")
-    missing = set(GRAPHS) - set(manifest.get("graphs", {}))
-    if missing:
-        raise BundleError(f"{path}: no entry for graphs {sorted(missing)}")
-    for name, entry in manifest["graphs"].items():
-        graph = directory / entry["file"]
-        if not graph.is_file():
-            raise BundleError(f"{graph}: missing graph file of {name!r}")
-        digest = hashlib.sha256(graph.read_bytes()).hexdigest()
-        if digest != entry["sha256"]:
-            raise BundleError(f"{graph}: sha256 {digest[:12]}… does not match the manifest's "
-                              f"{entry['sha256'][:12]}…: the file is truncated or modified")
-    return manifest
 
 
 def load(model: str | Path = DEFAULT_MODEL, backend: str = "cpu", threads: int | None = None,

@@ -102,72 +102,89 @@ def render_jobs(path: str, model: str, backend: str, scale: int, force: bool, ch
 
 @cli.command()
 @click.option("--model", default=DEFAULT_MODEL, metavar="NAME|PATH", help=MODEL_HELP)
-@click.option("--json", "as_json", is_flag=True, help="print the manifest and backends as JSON")
+@click.option("--json", "as_json", is_flag=True, help="print the manifest, checks and backends as JSON")
 def info(model, as_json) -> None:
-    """Show a model bundle (config, graphs, evaluation, provenance) and the backends here."""
+    """Show a model bundle (config, graphs, evaluation, provenance), what was checked of it,
+    and the backends here."""
     import json
 
+    import eqsdk
     from eqsdk.backends import available
-    from eqsdk.bundle import bundle_dir, read_manifest
+    from eqsdk.verify import check_golden, describe_checks
 
-    directory = bundle_dir(model)
-    manifest = read_manifest(directory)  # checks every graph's sha256
+    renderer = eqsdk.load(model, backend="cpu")  # sha256 of every file, each graph's interface
+    golden = check_golden(renderer)
+    checked = describe_checks(renderer, golden)
     backends = available()
     if as_json:
-        click.echo(json.dumps({"path": str(directory), "manifest": manifest, "backends": backends}, indent=2))
+        click.echo(json.dumps({"path": str(renderer.backend.directory),
+                               "manifest": renderer.manifest.to_json(), "checked": checked,
+                               "golden_max_abs_diff": golden, "backends": backends}, indent=2))
         return
-    click.echo(bundle_summary(directory, manifest))
+    click.echo(bundle_summary(renderer.backend.directory, renderer.manifest))
+    click.echo("checked:")
+    for line in checked:
+        click.echo(f"  {line}")
     click.echo("backends on this machine:")
     for name, reason in backends.items():
         click.echo(f"  {name:9} {'available' if reason is None else 'not available: ' + reason}")
 
 
-def bundle_summary(directory: Path, m: dict) -> str:
-    cfg, training, ev = m["config"], m.get("training") or {}, m.get("evaluation") or {}
-    lines = [f"model     {m['name']}  ({directory})",
-             f"config    " + ", ".join(f"{k}={v}" for k, v in cfg.items()),
-             f"graphs    opset {m['opset']}, sha256 checked"]
-    if m.get("motion_check"):
-        lines.append("motion    T^Z's reading checked by rendering turns of it (eqsdk.motion_check; "
-                     "--no-check-motion: off)")
-    for name, g in m["graphs"].items():
-        ins = ", ".join(f"{k}{v}" for k, v in g["inputs"].items())
-        outs = ", ".join(f"{k}{v}" for k, v in g["outputs"].items())
-        lines.append(f"  {name:5} {ins} -> {outs}  [{g['sha256'][:12]}]")
-    if training:
-        lines.append(f"training  {training.get('minutes')} min, {training.get('samples'):,} samples: "
-                     f"{training.get('command')}")
-        src = training.get("init_from")
-        while src:  # every earlier stage the weights came from
-            lines.append(f"          from {src.get('minutes')} min, {src.get('samples'):,} samples: "
-                         f"{src.get('command')}")
-            src = src.get("init_from")
-    for key, value in (ev.get("ratios") or {}).items():  # train.evaluate (Moving MNIST)
-        lines.append(f"eval      {key} = {value:.3f}")
-    for key, t in ({} if "ratios" in ev else ev.get("targets") or {}).items():  # train.evaluate_sprites
-        if "per_animation" in t:
-            lines.append(f"eval      {key}: " + ", ".join(f"{a} {v['ratio']:.3f}" for a, v in
-                                                      t["per_animation"].items()) + f" (bar {t['bar']})")
-        elif "ratio" in t:
-            lines.append(f"eval      {key} = {t['ratio']:.3f} (bar {t['bar']})")
-    parity = m.get("parity_max_abs_diff")
-    if parity:
+def bundle_summary(directory: Path, m) -> str:
+    """The manifest (eqsdk.manifest.Manifest) in a few lines."""
+    lines = [f"model     {m.name}  ({directory})",
+             "config    " + ", ".join(f"{k}={v}" for k, v in m.config.items()),
+             f"graphs    opset {m.opset}"]
+    for name, g in m.graphs.items():
+        ins = ", ".join(f"{k}{list(v)}" for k, v in g.inputs.items())
+        outs = ", ".join(f"{k}{list(v)}" for k, v in g.outputs.items())
+        lines.append(f"  {name:5} {ins} -> {outs}  [{g.sha256[:12]}]")
+    if m.training is not None:
+        if m.training.recipe:
+            lines.append(f"recipe    {m.training.recipe}")
+        for k, stage in enumerate(m.training.stages()):
+            lines.append(f"{'training' if k == 0 else '':9} {'' if k == 0 else 'from '}"
+                         f"{stage.minutes:g} min, {stage.samples:,} samples: {stage.command or '?'}")
+    lines += [f"eval      {line}" for line in evaluation_lines(m.evaluation)]
+    if m.parity:
         lines.append("parity    ONNX Runtime vs PyTorch max abs diff: "
-                     + ", ".join(f"{k} {v:.1e}" for k, v in parity.items()))
+                     + ", ".join(f"{k} {v:.1e}" for k, v in m.parity.items()))
     return "\n".join(lines)
+
+
+def evaluation_lines(ev) -> list[str]:
+    """The headline figures of train.evaluate (Moving MNIST: ratios) or train.evaluate_sprites
+    (targets per animation); numbers only, whatever else the record holds."""
+    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+    lines = [f"{key} = {value:.3f}" for key, value in (ev.get("ratios") or {}).items() if number(value)]
+    for key, t in ({} if "ratios" in ev else ev.get("targets") or {}).items():
+        if not hasattr(t, "get"):
+            continue
+        per = t.get("per_animation") or {}
+        if per:
+            lines.append(f"{key}: " + ", ".join(f"{a} {v.get('ratio'):.3f}" for a, v in per.items()
+                                                if hasattr(v, "get") and number(v.get("ratio")))
+                         + f" (bar {t.get('bar')})")
+        elif number(t.get("ratio")):
+            lines.append(f"{key} = {t['ratio']:.3f} (bar {t.get('bar')})")
+    return lines
 
 
 @cli.command()
 @click.option("--model", default=DEFAULT_MODEL, metavar="NAME|PATH", help=MODEL_HELP)
 def verify(model) -> None:
-    """Run every backend available here on the same random inputs; report the max abs
-    difference per graph against ONNX Runtime CPU (fp32 <= 1e-4, fp16 <= 1e-2)."""
+    """Check a bundle end to end on the CPU (sha256 of every graph, interfaces, the golden render
+    recorded at export), then run every other backend available here on the same random inputs:
+    the max abs difference per graph against ONNX Runtime CPU (fp32 <= 1e-4, fp16 <= 1e-2)."""
     import eqsdk
     from eqsdk.backends import available
-    from eqsdk.verify import TOLERANCE, compare
+    from eqsdk.verify import TOLERANCE, check_golden, compare, describe_checks
 
     reference = eqsdk.load(model, backend="cpu")
-    click.echo(f"{reference.name}: graphs match their sha256; reference {reference.backend.describe()}")
+    golden = check_golden(reference)  # a BundleError (exit 2) when the graphs are not the model's
+    click.echo(f"{reference.name}: ok; reference {reference.backend.describe()}")
+    for line in describe_checks(reference, golden):
+        click.echo(f"  checked {line}")
     runs = [(n, p) for n, reason in available().items() if reason is None and n != "cpu"
             for p in (("fp32", "fp16") if n == "tensorrt" else ("fp32",))]
     if not runs:
@@ -175,7 +192,7 @@ def verify(model) -> None:
     failed = []
     for name, precision in runs:
         candidate = eqsdk.load(model, backend=name, precision=precision)
-        diffs = compare(reference.backend, candidate.backend, reference.manifest["config"])
+        diffs = compare(reference.backend, candidate.backend, reference.manifest.config)
         ok = max(diffs.values()) <= TOLERANCE[precision]
         failed += [] if ok else [f"{name} {precision}"]
         click.echo(f"{name:9} {precision}  " + "  ".join(f"{g} {d:.1e}" for g, d in diffs.items())

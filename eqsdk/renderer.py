@@ -22,6 +22,7 @@ from eqsdk.errors import InputError
 from eqsdk.images import ImageLike, ResizeWarning, to_array, to_uint8
 
 BATCH = 64  # items per graph call in encode_* and compose: bounds memory, keeps batching's speed
+from eqsdk.manifest import Manifest
 
 
 @dataclass(frozen=True)
@@ -46,11 +47,11 @@ def is_one_image(x) -> bool:
 class Renderer:
     """Renders scenes with a model bundle on a backend (see eqsdk.load)."""
 
-    def __init__(self, backend, manifest: dict, load_seconds: float = 0.0, check_motion: bool = False):
+    def __init__(self, backend, manifest: Manifest, load_seconds: float = 0.0, check_motion: bool = False):
         self.backend = backend
         self.manifest = manifest
-        self.name = manifest.get("name", "?")
-        self.image_size = int(manifest["config"]["image_size"])
+        self.name = manifest.name
+        self.image_size = manifest.image_size
         self.load_seconds = load_seconds  # session creation (and engine loading) at eqsdk.load
         # Off by default: the four-graph render. The check is an explicit, slower option.
         self.check_motion = bool(check_motion)

@@ -14,6 +14,7 @@ import shutil
 import sys
 import tempfile
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +22,9 @@ import onnx
 import torch
 
 import eqsdk
-from eqsdk.bundle import MANIFEST, SCHEMA_VERSION
 from eqsdk.graphs import GRAPHS, resolve
+from eqsdk.manifest import GraphEntry, Golden, Manifest, frozen, read_manifest, training_record
+from eqsdk.verify import GOLDEN_BATCH, GOLDEN_POOL, GOLDEN_SEED, GOLDEN_TOLERANCE, golden_renders
 from train.checkpoint import load_checkpoint
 from train.model import ModelConfig, SceneModel
 
@@ -97,8 +99,7 @@ def sha256(path: Path) -> str:
 
 
 def check_parity(model: SceneModel, bundle_dir: Path, batches=(1, 5)) -> dict[str, float]:
-    """Max abs difference ONNX Runtime vs PyTorch per graph and for a full render (with the
-    motion checked by the renderer where the bundle asks for it)."""
+    """Max abs difference ONNX Runtime vs PyTorch per graph and for a full render."""
     renderer = eqsdk.load(bundle_dir)
     cfg, worst = model.cfg, {}
     for name, module in graph_modules(model).items():
@@ -115,49 +116,48 @@ def check_parity(model: SceneModel, bundle_dir: Path, batches=(1, 5)) -> dict[st
     s = cfg.image_size
     x_c, x_t1, x_t2, x_b = torch.rand(4, 3, 3, s, s, generator=gen)
     with torch.no_grad():
-        ref = model(x_c, x_t1, x_t2, x_b, checked=renderer.check_motion).numpy()
+        ref = model(x_c, x_t1, x_t2, x_b).numpy()
     got = renderer.render_arrays(x_c.numpy(), x_t1.numpy(), x_t2.numpy(), x_b.numpy())
     worst["render"] = float(np.abs(ref - got).max())
     return worst
 
 
 def export_bundle(checkpoint: Path, out: Path, name: str, evaluation: dict | None = None,
-                  training: dict | None = None, force: bool = False, check_motion: bool = False) -> dict:
+                  training: dict | None = None, force: bool = False) -> Manifest:
+    """Write the bundle of `checkpoint` into `out`: graphs, then a manifest with the golden
+    renders and the parity measured on them; returns the manifest as eqsdk reads it back."""
     model, ckpt = load_checkpoint(checkpoint)
-    cfg = model.cfg
+    cfg = model.cfg.to_dict()
     if out.exists() and any(out.iterdir()) and not force:
         raise SystemExit(f"{out} exists and is not empty; pass --force to replace it")
+    if training is None:
+        training = {"command": ckpt.get("command"), "recipe": ckpt.get("recipe"),
+                    "step": ckpt["step"], "samples": ckpt["samples"],
+                    "minutes": round(ckpt["elapsed"] / 60, 1),
+                    "train_config": ckpt.get("train_config"), "init_from": ckpt.get("init_from")}
     with tempfile.TemporaryDirectory() as tmp:  # build aside, then replace: never half a bundle
         tmp = Path(tmp)
         for graph, module in graph_modules(model).items():
-            export_graph(module, graph, cfg, tmp / GRAPHS[graph].file)
-        manifest = {
-            "schema_version": SCHEMA_VERSION,
-            "name": name,
-            "opset": OPSET,
-            "config": cfg.to_dict(),
-            "graphs": {
-                g: {"file": spec.file, "sha256": sha256(tmp / spec.file), "doc": spec.doc,
-                    "inputs": {k: list(resolve(v, cfg.to_dict())) for k, v in spec.inputs.items()},
-                    "outputs": {k: list(resolve(v, cfg.to_dict())) for k, v in spec.outputs.items()}}
-                for g, spec in GRAPHS.items()
-            },
-            "training": training or {"command": ckpt.get("command"), "step": ckpt["step"],
-                                     "samples": ckpt["samples"],
-                                     "minutes": round(ckpt["elapsed"] / 60, 1),
-                                     "train_config": ckpt.get("train_config"),
-                                     "init_from": ckpt.get("init_from")},
-            "evaluation": evaluation or {},
-            # eqsdk checks T^Z's reading of each motion by rendering turns of it (eqsdk.motion_check)
-            "motion_check": check_motion,
-        }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+            export_graph(module, graph, model.cfg, tmp / GRAPHS[graph].file)
+        manifest = Manifest(
+            name=name, opset=OPSET, config=frozen(cfg),
+            graphs={g: GraphEntry(g, spec.file, sha256(tmp / spec.file), spec.doc,
+                                  {k: resolve(v, cfg) for k, v in spec.inputs.items()},
+                                  {k: resolve(v, cfg) for k, v in spec.outputs.items()})
+                    for g, spec in GRAPHS.items()},
+            golden=None, training=training_record(training, checkpoint), evaluation=frozen(evaluation or {}),
+            parity={}, precision="fp32")
+        manifest.write(tmp)
+        renderer = eqsdk.load(tmp)
+        thumbs = golden_renders(renderer, GOLDEN_SEED, GOLDEN_BATCH, GOLDEN_POOL)
+        golden = Golden(GOLDEN_SEED, GOLDEN_BATCH, GOLDEN_POOL, GOLDEN_TOLERANCE,
+                        {k: np.round(v, 7).tolist() for k, v in thumbs.items()})
         parity = check_parity(model, tmp)
-        manifest["parity_max_abs_diff"] = parity
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         bad = {k: v for k, v in parity.items() if v > TOLERANCE}
         if bad:
             raise SystemExit(f"parity check failed (tolerance {TOLERANCE}): {bad}")
+        replace(manifest, golden=golden, parity=parity).write(tmp)
+        manifest = read_manifest(tmp)  # what eqsdk will read: parsed, every sha256 checked
         if out.exists():
             shutil.rmtree(out)
         shutil.copytree(tmp, out)
@@ -171,14 +171,11 @@ def main(argv=None) -> None:
     p.add_argument("--name", default=None, help="bundle name (default: the directory's name)")
     p.add_argument("--eval", type=Path, help="metrics JSON from train.evaluate to record")
     p.add_argument("--force", action="store_true", help="replace an existing bundle")
-    p.add_argument("--check-motion", action="store_true",
-                   help="have eqsdk check T^Z's reading of each motion by rendering turns of it "
-                        "(eqsdk.motion_check): for models of turning characters; evaluate with --checked")
     args = p.parse_args(argv)
     evaluation = json.loads(args.eval.read_text()) if args.eval else None
     manifest = export_bundle(args.checkpoint, args.out, args.name or args.out.name, evaluation,
-                             force=args.force, check_motion=args.check_motion)
-    print(json.dumps(manifest["parity_max_abs_diff"], indent=2))
+                             force=args.force)
+    print(json.dumps(dict(manifest.parity), indent=2))
     print(f"wrote {args.out}", file=sys.stderr)
 
 

@@ -15,7 +15,7 @@ from train.checkpoint import load_checkpoint
 
 def test_parity_recorded_in_manifest_is_within_tolerance(tiny_bundle):
     _, manifest = tiny_bundle
-    parity = manifest["parity_max_abs_diff"]
+    parity = manifest.parity
     assert set(parity) == set(GRAPHS) | {"render"}
     assert max(parity.values()) <= TOLERANCE
 
@@ -52,7 +52,7 @@ def test_rigid_tz_exports_with_parity(tmp_path, symmetric):
     torch.save({"model": model.state_dict(), "model_config": cfg.to_dict(), "step": 0, "samples": 0,
                 "elapsed": 0.0, "train_config": {}, "command": "tests"}, ckpt)
     manifest = export_bundle(ckpt, tmp_path / "bundle", "rigid")
-    assert max(manifest["parity_max_abs_diff"].values()) <= TOLERANCE
+    assert max(manifest.parity.values()) <= TOLERANCE
 
 
 def test_tz_moves_features_so_parity_is_not_trivial(tiny_bundle, tiny_checkpoint):

@@ -33,7 +33,7 @@ def cpu(tiny_bundle):
 def graph_inputs(cpu: OrtCpuBackend, graph: str, batch: int, seed: int) -> dict[str, np.ndarray]:
     """Inputs like the renderer's: images in [0, 1], features from f_c, theta near the identity."""
     rng = np.random.default_rng(seed)
-    s = cpu.manifest["config"]["image_size"]
+    s = cpu.manifest.image_size
     image = lambda: rng.random((batch, 3, s, s), dtype=np.float32)  # noqa: E731
     if graph in ("f_c", "f_b"):
         return {"x": image()}
@@ -85,7 +85,7 @@ def test_engine_key_changes_with_each_part(part, other):
 # fp16 conversion (for TensorRT 11's strongly typed builds).
 def fp16_pair(tiny_bundle, graph):
     directory, manifest = tiny_bundle
-    model = onnx.load(directory / manifest["graphs"][graph]["file"])
+    model = onnx.load(directory / manifest.graphs[graph].file)
     return model, to_fp16(model)
 
 

@@ -60,11 +60,12 @@ def test_missing_graph_and_manifest_are_named(copied_bundle):
         eqsdk.load(copied_bundle)
 
 
-def test_wrong_schema_version(copied_bundle):
+@pytest.mark.parametrize("version, message", [(2, "older eqsdk.*re-export it"), (99, "newer eqsdk")])
+def test_other_schema_versions_say_what_to_do(copied_bundle, version, message):
     manifest = json.loads((copied_bundle / MANIFEST).read_text())
-    manifest["schema_version"] = 99
+    manifest["schema_version"] = version
     (copied_bundle / MANIFEST).write_text(json.dumps(manifest))
-    with pytest.raises(eqsdk.BundleError, match="schema_version 99, expected 2"):
+    with pytest.raises(eqsdk.BundleError, match=f"manifest.json: key 'schema_version': {version}: .*{message}"):
         eqsdk.load(copied_bundle)
 
 

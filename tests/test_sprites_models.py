@@ -21,8 +21,8 @@ def test_sprite_models_load_by_name_with_their_provenance(name):
     r = eqsdk.load(name)
     m = r.manifest
     assert r.name == name and r.image_size == 64
-    assert m["training"]["command"].startswith("python -m train.train") and "sprites" in m["training"]["command"]
-    assert m["evaluation"]["checkpoint"]["dataset"] in ("sprites", "sprites-bg")
+    assert m.training.command.startswith("python -m train.train") and "sprites" in m.training.command
+    assert m.evaluation["checkpoint"]["dataset"] in ("sprites", "sprites-bg")
     assert r.render(char=SPRITES / "knight.png", bg=SPRITES / "knight.png",
                     anim=(SPRITES / "knight.png", SPRITES / "knight.png")).shape == (64, 64, 3)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from eqsdk.errors import BackendError
+from eqsdk.manifest import Manifest
 
 BACKENDS = ("cpu", "cuda", "tensorrt")
 AUTO_ORDER = ("tensorrt", "cuda", "cpu")
@@ -53,7 +54,7 @@ def resolve_name(name: str) -> str:
     return name
 
 
-def create(name: str, directory: Path, manifest: dict, threads: int | None = None,
+def create(name: str, directory: Path, manifest: Manifest, threads: int | None = None,
            precision: str = "fp32"):
     """A backend running the bundle in `directory`; see the module doc. "auto" tries the
     available ones best first, and goes on to the next when one fails to start (say a GPU

@@ -14,17 +14,18 @@ import numpy as np
 
 from eqsdk.errors import BundleError
 from eqsdk.graphs import GRAPHS, resolve
+from eqsdk.manifest import Manifest
 
 
 class Backend:
     name = "?"
     precision = "fp32"
 
-    def __init__(self, directory: Path, manifest: dict):
+    def __init__(self, directory: Path, manifest: Manifest):
         self.directory, self.manifest = Path(directory), manifest
 
     def graph_path(self, graph: str) -> Path:
-        return self.directory / self.manifest["graphs"][graph]["file"]
+        return self.directory / self.manifest.graphs[graph].file
 
     def run(self, graph: str, **inputs):
         """Run one graph on keyword inputs named as in eqsdk.graphs.GRAPHS -> {output: tensor}."""

@@ -9,6 +9,7 @@ import numpy as np
 from eqsdk.backends.base import Backend, check_interface
 from eqsdk.errors import BundleError
 from eqsdk.graphs import GRAPHS
+from eqsdk.manifest import Manifest
 
 
 def default_threads() -> int:
@@ -47,14 +48,14 @@ def open_session(path: Path, graph: str, config: dict, opts, providers: list):
 class OrtCpuBackend(Backend):
     name = "cpu"
 
-    def __init__(self, directory: Path, manifest: dict, threads: int | None = None,
+    def __init__(self, directory: Path, manifest: Manifest, threads: int | None = None,
                  spinning: bool = False):
         super().__init__(directory, manifest)
         self.threads = threads or default_threads()
-        mixed = manifest.get("precision", "fp32")  # a quantised bundle: {"int8": [graphs], ...}
+        mixed = manifest.precision  # a quantised bundle: {"int8": [graphs], ...}
         self.precision = mixed if isinstance(mixed, str) else "int8 (" + ", ".join(mixed["int8"]) + ")"
         opts = session_options(self.threads, spinning)
-        self.sessions = {g: open_session(self.graph_path(g), g, manifest["config"], opts,
+        self.sessions = {g: open_session(self.graph_path(g), g, manifest.config, opts,
                                          ["CPUExecutionProvider"]) for g in GRAPHS}
         self._outputs = {g: list(spec.outputs) for g, spec in GRAPHS.items()}
 

@@ -20,6 +20,7 @@ from eqsdk.backends.base import Backend, DeviceArray
 from eqsdk.backends.ort_cpu import open_session, session_options
 from eqsdk.errors import BackendError
 from eqsdk.graphs import GRAPHS
+from eqsdk.manifest import Manifest
 
 
 class OrtCudaBackend(Backend):
@@ -29,7 +30,7 @@ class OrtCudaBackend(Backend):
     # not is copied. ONNX Runtime's CUDA allocations are 256-byte aligned.
     alignment = 16
 
-    def __init__(self, directory: Path, manifest: dict, device_id: int = 0):
+    def __init__(self, directory: Path, manifest: Manifest, device_id: int = 0):
         super().__init__(directory, manifest)
         self.device_id = device_id
         providers = self.providers()
@@ -37,7 +38,7 @@ class OrtCudaBackend(Backend):
         opts = session_options()
         self.sessions = {}
         for g in GRAPHS:
-            session = open_session(self.graph_path(g), g, manifest["config"], opts, providers)
+            session = open_session(self.graph_path(g), g, manifest.config, opts, providers)
             if session.get_providers()[0] != self.provider:
                 raise BackendError(f"{self.graph_path(g)}: ONNX Runtime fell back to "
                                    f"{session.get_providers()} instead of {self.provider} (are "

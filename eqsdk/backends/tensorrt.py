@@ -32,6 +32,7 @@ import numpy as np
 from eqsdk.backends.base import Backend, DeviceArray, check_interface
 from eqsdk.errors import BackendError
 from eqsdk.graphs import GRAPHS
+from eqsdk.manifest import Manifest
 
 MAX_BATCH = 64  # the optimisation profile's largest batch; larger ones run in chunks of it
 BUILD_FORMAT = 1  # in the cache key: bump when the build settings below change
@@ -198,7 +199,7 @@ class Stream:
 class TensorRTBackend(Backend):
     name = "tensorrt"
 
-    def __init__(self, directory: Path, manifest: dict, precision: str = "fp32",
+    def __init__(self, directory: Path, manifest: Manifest, precision: str = "fp32",
                  max_batch: int = MAX_BATCH, cache: Path | None = None):
         super().__init__(directory, manifest)
         reason = unavailable_reason()
@@ -217,7 +218,7 @@ class TensorRTBackend(Backend):
         self.gpu, self.capability = current_gpu()
         self.runtime = trt.Runtime(logger())  # kept: engines must not outlive their runtime
         self.built = {}  # graph -> seconds its engine took to build here; absent when cached
-        self.keys = {g: engine_key(manifest["graphs"][g]["sha256"], trt.__version__,
+        self.keys = {g: engine_key(manifest.graphs[g].sha256, trt.__version__,
                                    self.capability, precision, max_batch) for g in GRAPHS}
         self.engines = {g: self.load_engine(g) for g in GRAPHS}
         self.outputs = {g: list(spec.outputs) for g, spec in GRAPHS.items()}
@@ -263,7 +264,7 @@ class TensorRTBackend(Backend):
             return sorted(names, key=list(want).index) if set(names) == set(want) else names
 
         check_interface(path, graph, {n: shapes[n] for n in ordered(inputs, spec.inputs)},
-                        {n: shapes[n] for n in ordered(outputs, spec.outputs)}, self.manifest["config"])
+                        {n: shapes[n] for n in ordered(outputs, spec.outputs)}, self.manifest.config)
 
     def state(self):
         """This thread's stream and execution contexts, made on first use."""
