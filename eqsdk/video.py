@@ -97,6 +97,7 @@ def read_animation(path: Path) -> Clip:
         for k in range(count):
             im.seek(k)
             durations.append(im.info.get("duration") or 0)  # milliseconds
+        im.load()  # the last frame: a truncated file fails before any work
         size = im.size
     mean = sum(durations) / count
 
@@ -140,7 +141,8 @@ def read_video(path: Path) -> Clip:
             check_pixels(size, where)
             count = reader.count_frames()  # decodes the stream in ffmpeg: a truncated one fails here
     except (OSError, RuntimeError, ValueError, IndexError) as e:  # imageio's errors for bad files
-        raise InputError(f"{where}: cannot read as video ({reason(e)})") from None
+        raise InputError(f"{where}: cannot read as video: corrupt, truncated or not a video "
+                         f"({reason(e)})") from None
     if not count:
         raise InputError(f"{where}: video has no frames; expected at least one")
     fps = float(meta["fps"]) if meta.get("fps") and math.isfinite(meta["fps"]) else None
