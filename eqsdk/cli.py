@@ -81,21 +81,38 @@ def render(char, bg, anim, output, jobs, model, backend, scale, check_motion, fo
 
 def render_jobs(path: str, model: str, backend: str, scale: int, force: bool, check_motion: bool,
                 batch: int = 32) -> None:
-    """All jobs of a file, checked first, then rendered in batches by one loaded model."""
+    """All jobs of a file, checked first, then rendered in batches by one loaded model; the
+    outputs appear together at the end, or none of them on any failure (eqsdk.jobs.staged)."""
     import numpy as np
 
     import eqsdk
-    from eqsdk.images import to_uint8
-    from eqsdk.jobs import read_jobs
+    from eqsdk.images import to_array, to_uint8
+    from eqsdk.jobs import read_jobs, staged, within
 
     jobs = read_jobs(path, overwrite=force)
     renderer = eqsdk.load(model, backend=backend, check_motion=check_motion)
-    for k in range(0, len(jobs), batch):
-        part = jobs[k:k + batch]
-        x = [renderer.images([getattr(j, f) for j in part], f)
-             for f in ("char", "anim_start", "anim_end", "bg")]
-        for job, image in zip(part, to_uint8(renderer.render_arrays(*x))):
-            eqsdk.save_image(image, job.output, overwrite=force, scale=scale)
+    size, resized = renderer.image_size, []
+    with staged([j.output for j in jobs]) as temps, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResizeWarning)  # counted, then one note
+        for k in range(0, len(jobs), batch):
+            part = jobs[k:k + batch]
+            x = []
+            for f in ("char", "anim_start", "anim_end", "bg"):
+                arrays = []
+                for j in part:
+                    with within(j):
+                        arrays.append(to_array(getattr(j, f), size, f))
+                x.append(np.stack(arrays))
+            for job, image in zip(part, to_uint8(renderer.render_arrays(*x))):
+                with within(job):
+                    eqsdk.save_image(image, temps[job.output], overwrite=True, scale=scale)
+        resized = [w for w in caught if issubclass(w.category, ResizeWarning)]
+        for w in caught:
+            if not issubclass(w.category, ResizeWarning):
+                warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    if resized:
+        click.echo(f"eqsdk: note: {len(resized)} input images resized to {size}x{size}, the "
+                   "model's size", err=True)
     click.echo(f"wrote {len(jobs)} images from {path} (model {renderer.name}, "
                f"backend {renderer.backend.name})", err=True)
 

@@ -149,7 +149,7 @@ def test_batch_checks_every_job_before_rendering(tmp_path, capsys):
     (tmp_path / "b.png").write_bytes(b"keep me")
     assert main(["render", "--batch", str(jobs)]) == 2
     err = capsys.readouterr().err
-    assert "job 2" in err and "exists" in err and err.count("\n") == 1
+    assert "jobs.csv, row 3: output" in err and "exists" in err and err.count("\n") == 1
     assert not (tmp_path / "a.png").exists() and (tmp_path / "b.png").read_bytes() == b"keep me"
     dup = write_jobs(tmp_path, ".json", outputs=("c.png", "c.png"))
     assert main(["render", "--batch", str(dup)]) == 2
