@@ -11,14 +11,75 @@ and each graph alone. Session creation and the first call are reported separatel
 """
 from __future__ import annotations
 
+import json
 import os
 import platform
 import time
+from pathlib import Path
 
 import numpy as np
 
+from eqsdk.errors import InputError
 from eqsdk.graphs import GRAPHS, resolve
 from eqsdk.verify import random_inputs
+
+BUDGET_S = 1.5  # seconds per measurement by default (time_calls); `eqsdk bench --thorough`: none
+MAX_BATCH = 1024
+
+
+def parse_batches(text: str) -> list[int]:
+    """"1,8,32" -> [1, 8, 32]: distinct sizes from 1 to MAX_BATCH."""
+    try:
+        sizes = [int(b) for b in text.split(",")]
+    except ValueError:
+        sizes = []
+    if not sizes or not all(1 <= b <= MAX_BATCH for b in sizes) or len(set(sizes)) != len(sizes):
+        raise InputError(f"--batch {text!r}: expected distinct batch sizes from 1 to {MAX_BATCH}, "
+                         "comma-separated, like 1,8,32")
+    return sizes
+
+
+def parse_backends(text: str) -> list[str]:
+    """"cpu,cuda" or "all" -> backend names, each available here (else a BackendError with its
+    install hint)."""
+    from eqsdk.backends import BACKENDS, available, resolve_name
+
+    if text == "all":
+        return [n for n, reason in available().items() if reason is None]
+    names = text.split(",")
+    unknown = [n for n in names if n not in BACKENDS]
+    if unknown or len(set(names)) != len(names):
+        raise InputError(f"--backend {text!r}: expected distinct names among {', '.join(BACKENDS)}, "
+                         "comma-separated, or all")
+    return [resolve_name(n) for n in names]
+
+
+def check_json_path(path: Path, overwrite: bool) -> None:
+    """The report's file can be written, and is not replaced unless asked."""
+    from eqsdk.images import check_place
+
+    if path.is_dir():
+        raise InputError(f"--json {str(path)!r} is a directory; expected a file name")
+    if path.exists() and not overwrite:
+        raise InputError(f"--json {str(path)!r} exists; pass --force to replace it")
+    try:
+        check_place(path)
+    except InputError as e:
+        raise InputError(f"--json: {e}") from None
+
+
+def write_json(reports: list[dict], path: Path, overwrite: bool) -> None:
+    """Atomically: a temporary file beside `path`, then renamed onto it."""
+    from eqsdk.images import temp_beside
+
+    check_json_path(path, overwrite)
+    tmp = temp_beside(path)
+    try:
+        tmp.write_text(json.dumps(reports, indent=2) + "\n")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def stats(seconds: np.ndarray) -> dict:
@@ -121,10 +182,11 @@ def environment(renderer) -> dict:
 
 def bench(model: str, backend: str = "cpu", batches=(1, 8, 32), runs: int = 200,
           warmup: int = 20, threads: int | None = None, precision: str = "fp32",
-          budget_s: float | None = None, check_motion: bool = False) -> dict:
+          budget_s: float | None = None, check_motion: bool = False, progress=None) -> dict:
     """Everything `eqsdk bench` reports for one backend (see the module doc); budget_s caps the
     time of each measurement (time_calls). The full, motion and drive paths check each motion
-    where the renderer does (check_motion=True)."""
+    where the renderer does (check_motion=True). `progress(done, total, what)` is called before
+    each measurement."""
     import eqsdk
 
     t0 = time.perf_counter()
@@ -132,17 +194,26 @@ def bench(model: str, backend: str = "cpu", batches=(1, 8, 32), runs: int = 200,
                           check_motion=check_motion)
     load_s = time.perf_counter() - t0
     first_s = renderer.warmup()
-    results = {}
+    results, total = {}, len(batches) * (4 + len(GRAPHS)) + 1
+    done = 0
     for batch in batches:
         row = {}
         for name, fn in paths(renderer, batch).items():
+            if progress:
+                progress(done, total, f"batch {batch}, {name}")
+            done += 1
             row[name] = time_calls(fn, runs, warmup, budget_s)
             if not name.startswith("graph:"):
                 row[name]["renders_per_s"] = batch / (row[name]["median_ms"] / 1e3)
         results[str(batch)] = row
+    if progress:
+        progress(done, total, "the SDK's overhead at batch 1")
+    sdk = overhead(renderer, runs if not budget_s else min(runs, 100), warmup)
+    if progress:
+        progress(total, total, "done")
     return {"model": renderer.name, "backend": renderer.backend.name, "check_motion": renderer.check_motion,
-            "session_creation_s": load_s, "first_call_s": first_s,
-            "overhead_batch1": overhead(renderer, runs, warmup), "batches": results,
+            "session_creation_s": load_s, "first_call_s": first_s, "budget_s": budget_s,
+            "overhead_batch1": sdk, "batches": results,
             "shapes": {g: {k: list(resolve(v, renderer.manifest.config)) for k, v in spec.inputs.items()}
                        for g, spec in GRAPHS.items()},
             "environment": environment(renderer)}

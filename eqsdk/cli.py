@@ -293,47 +293,48 @@ def animate(char, bg, drive, output, fps, side_by_side, model, backend, scale, c
 @cli.command()
 @click.option("--model", default=DEFAULT_MODEL, metavar="NAME|PATH", help=MODEL_HELP)
 @click.option("--backend", "backends", default="cpu", metavar="NAMES",
-              help="comma-separated backends, or 'all' for every one available [default: cpu]")
-@click.option("--batch", "batches", default="1,8,32", metavar="SIZES", help="comma-separated batch sizes")
-@click.option("--runs", default=200, type=click.IntRange(10), help="timed runs per measurement")
-@click.option("--threads", type=click.IntRange(1), help="CPU threads per graph [default: up to 2]")
+              help="comma-separated backends (cpu, cuda, tensorrt), or 'all' for every one "
+                   "available [default: cpu]")
+@click.option("--batch", "batches", default="1,8,32", metavar="SIZES",
+              help="comma-separated batch sizes, 1 to 1024 [default: 1,8,32]")
+@click.option("--runs", default=200, type=click.IntRange(10, 100_000),
+              help="timed runs per measurement, at most [default: 200]")
+@click.option("--threads", type=click.IntRange(1, 256), help="CPU threads per graph [default: up to 2]")
+@click.option("--thorough", is_flag=True,
+              help="time every run asked for; by default a measurement stops after about "
+                   "1.5 s (at least 20 runs), so that the whole bench takes a minute or two")
 @check_motion_option
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="also write the report as JSON")
-def bench(model, backends, batches, runs, threads, check_motion, json_path) -> None:
-    """Latency of each graph and of the full, new-motion and new-background paths.
+@click.option("--json", "json_path", metavar="FILE", help="also write the report as JSON")
+@click.option("--force", is_flag=True, help="overwrite the --json file if it exists")
+def bench(model, backends, batches, runs, threads, thorough, check_motion, json_path, force) -> None:
+    """Latency of each graph and of the full, new-motion, new-frame and new-background paths.
 
     \b
     Example:
       eqsdk bench --batch 1,8,32 --json bench.json
     """
-    import json
+    from eqsdk.bench import BUDGET_S, bench as run_bench, check_json_path, parse_backends, parse_batches, table
+    from eqsdk.bundle import bundle_dir, read_manifest
 
-    from eqsdk.backends import available
-    from eqsdk.bench import bench as run_bench, table
-
-    try:
-        sizes = [int(b) for b in batches.split(",")]
-        assert all(b >= 1 for b in sizes)
-    except (ValueError, AssertionError):
-        raise click.UsageError(f"--batch {batches!r}: expected positive integers like 1,8,32") from None
-    names = ([n for n, reason in available().items() if reason is None] if backends == "all"
-             else backends.split(","))
+    sizes = parse_batches(batches)  # every argument checked before anything is measured
+    names = parse_backends(backends)
     if json_path:
-        check_output_path(Path(json_path))
+        check_json_path(Path(json_path), force)
+    read_manifest(bundle_dir(model))
     reports = []
     for name in names:
-        click.echo(f"benchmarking {name} ...", err=True)
-        report = run_bench(model, name, sizes, runs, threads=threads, check_motion=check_motion)
+        def progress(done: int, total: int, what: str, name=name) -> None:
+            click.echo(f"eqsdk bench: {name} [{done}/{total}] {what}", err=True)
+
+        report = run_bench(model, name, sizes, runs, threads=threads, check_motion=check_motion,
+                           budget_s=None if thorough else BUDGET_S, progress=progress)
         click.echo(table(report) + "\n")
         reports.append(report)
     if json_path:
-        Path(json_path).write_text(json.dumps(reports, indent=2) + "\n")
+        from eqsdk.bench import write_json
+
+        write_json(reports, Path(json_path), force)
         click.echo(f"wrote {json_path}", err=True)
-
-
-def check_output_path(path: Path) -> None:
-    if path.is_dir() or not path.parent.is_dir():
-        raise click.UsageError(f"{str(path)!r}: expected a file path in an existing directory")
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
