@@ -14,11 +14,13 @@ import numpy as np
 from eqsdk.errors import BundleError
 from eqsdk.graphs import GRAPHS, resolve
 
-TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2}  # max abs difference per graph output, vs ORT CPU
+# Max abs difference per graph output: another backend vs ONNX Runtime CPU, and at export ONNX
+# Runtime vs PyTorch (fp32).
+TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2}
 GOLDEN_SEED, GOLDEN_BATCH, GOLDEN_POOL = 0, 2, 8
-# Max abs difference on the thumbnails: that of export's parity check, above the float noise
-# of other CPUs and ONNX Runtime versions (~1e-6), below what another model's graph changes.
-GOLDEN_TOLERANCE = 1e-4
+# Max abs difference on the thumbnails: above the float noise of other CPUs and ONNX Runtime
+# versions (~1e-6), below what another model's graph changes.
+GOLDEN_TOLERANCE = TOLERANCE["fp32"]
 GOLDEN_PATHS = ("render", "compose")  # the four-graph render; a given motion through warp and g
 
 
@@ -108,19 +110,32 @@ def random_inputs(graph: str, config, batch: int, seed: int, reference=None) -> 
     return out
 
 
-def compare(reference, candidate, config, batches=(1, 4), seed: int = 0) -> dict[str, float]:
-    """Max abs difference per graph (over its outputs and the batch sizes)."""
+def graph_diffs(reference, candidate, inputs, batches=(1, 4)) -> dict[str, float]:
+    """Max abs difference per graph, over its outputs and the batch sizes, between two ways of
+    running it: reference(graph, x) and candidate(graph, x) -> {output: array}, on the same
+    x = inputs(graph, batch) -> {input: float32 array}."""
     worst = {}
     for graph in GRAPHS:
         diffs = []
         for b in batches:
-            x = random_inputs(graph, config, b, seed, reference)
-            want = reference.run(graph, **{k: reference.upload(v) for k, v in x.items()})
-            got = candidate.run(graph, **{k: candidate.upload(v) for k, v in x.items()})
-            diffs += [float(np.abs(reference.download(want[k]) - candidate.download(got[k])).max())
+            x = inputs(graph, b)
+            want, got = reference(graph, x), candidate(graph, x)
+            diffs += [float(np.abs(np.asarray(want[k]) - np.asarray(got[k])).max())
                       for k in GRAPHS[graph].outputs]
         worst[graph] = max(diffs)
     return worst
+
+
+def backend_runner(backend):
+    """backend.run for graph_diffs: host arrays in and out."""
+    return lambda graph, x: {k: backend.download(v) for k, v in
+                             backend.run(graph, **{n: backend.upload(a) for n, a in x.items()}).items()}
+
+
+def compare(reference, candidate, config, batches=(1, 4), seed: int = 0) -> dict[str, float]:
+    """graph_diffs of a backend against the reference backend on random_inputs."""
+    return graph_diffs(backend_runner(reference), backend_runner(candidate),
+                       lambda graph, b: random_inputs(graph, config, b, seed, reference), batches)
 
 
 def describe_checks(renderer, golden: dict[str, float] | None) -> list[str]:

@@ -22,14 +22,16 @@ import onnx
 import torch
 
 import eqsdk
+from eqsdk import verify
 from eqsdk.graphs import GRAPHS, resolve
 from eqsdk.manifest import GraphEntry, Golden, Manifest, frozen, read_manifest, training_record
-from eqsdk.verify import GOLDEN_BATCH, GOLDEN_POOL, GOLDEN_SEED, GOLDEN_TOLERANCE, golden_renders
+from eqsdk.verify import (GOLDEN_BATCH, GOLDEN_POOL, GOLDEN_SEED, GOLDEN_TOLERANCE, backend_runner,
+                          golden_renders, graph_diffs, random_inputs)
 from train.checkpoint import load_checkpoint
 from train.model import ModelConfig, SceneModel
 
 OPSET = 18  # TensorRT parses neither AffineGrid nor opset-20 GridSample correctly
-TOLERANCE = 1e-4  # max abs difference, ONNX Runtime vs PyTorch, fp32
+TOLERANCE = verify.TOLERANCE["fp32"]  # max abs difference, ONNX Runtime vs PyTorch
 
 
 class Warp(torch.nn.Module):
@@ -50,15 +52,8 @@ def graph_modules(model: SceneModel) -> dict[str, torch.nn.Module]:
 
 
 def example_inputs(name: str, cfg: ModelConfig, batch: int, seed: int = 0) -> dict[str, torch.Tensor]:
-    gen = torch.Generator().manual_seed(seed)
-    shapes = {k: resolve(v, cfg.to_dict(), batch) for k, v in GRAPHS[name].inputs.items()}
-    if name in ("f_c", "f_b"):
-        return {k: torch.rand(s, generator=gen) for k, s in shapes.items()}
-    inputs = {k: torch.randn(s, generator=gen) for k, s in shapes.items()}
-    if "theta" in inputs:  # a plausible motion: near the identity, about a point on the canvas
-        inputs["theta"] = torch.tensor([[1.0, 0, 0], [0, 1, 0]]) + 0.2 * inputs["theta"]
-        inputs["origin"] = 0.3 * inputs["origin"]
-    return inputs
+    """eqsdk.verify.random_inputs of a graph, as tensors."""
+    return {k: torch.from_numpy(v) for k, v in random_inputs(name, cfg.to_dict(), batch, seed).items()}
 
 
 def export_graph(module: torch.nn.Module, name: str, cfg: ModelConfig, path: Path) -> None:
@@ -101,17 +96,15 @@ def sha256(path: Path) -> str:
 def check_parity(model: SceneModel, bundle_dir: Path, batches=(1, 5)) -> dict[str, float]:
     """Max abs difference ONNX Runtime vs PyTorch per graph and for a full render."""
     renderer = eqsdk.load(bundle_dir)
-    cfg, worst = model.cfg, {}
-    for name, module in graph_modules(model).items():
-        diffs = []
-        for b in batches:
-            inputs = example_inputs(name, cfg, b, seed=b)
-            with torch.no_grad():
-                ref = module(*inputs.values())
-            ref = ref if isinstance(ref, tuple) else (ref,)
-            got = renderer.backend.run(name, **{k: v.numpy() for k, v in inputs.items()})
-            diffs += [float(np.abs(r.numpy() - got[k]).max()) for r, k in zip(ref, GRAPHS[name].outputs)]
-        worst[name] = max(diffs)
+    cfg, modules = model.cfg, graph_modules(model)
+
+    def torch_runner(graph: str, x: dict) -> dict:
+        with torch.no_grad():
+            out = modules[graph](*(torch.from_numpy(a) for a in x.values()))
+        return {k: t.numpy() for k, t in zip(GRAPHS[graph].outputs, out if isinstance(out, tuple) else (out,))}
+
+    worst = graph_diffs(torch_runner, backend_runner(renderer.backend),
+                        lambda graph, b: random_inputs(graph, cfg.to_dict(), b, seed=b), batches)
     gen = torch.Generator().manual_seed(1)
     s = cfg.image_size
     x_c, x_t1, x_t2, x_b = torch.rand(4, 3, 3, s, s, generator=gen)
