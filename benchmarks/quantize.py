@@ -11,7 +11,7 @@ g in int8 too (graphs=("f_c", "f_b", "g")) the Transformation MSE of the bundled
 8-bit scale per tensor cannot hold it. The result is a bundle directory (the manifest's sha256
 updated) that eqsdk.load and eqsdk.bench take as they are:
 
-    python benchmarks/quantize.py mnist --out bundles/mnist-int8    # then eqsdk.load("bundles/mnist-int8")
+    python -m benchmarks.quantize mnist --out bundles/mnist-int8    # then eqsdk.load("bundles/mnist-int8")
 
 (Calibration and the quality check use Moving MNIST, so only Moving MNIST bundles are accepted.)
 """
@@ -226,7 +226,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # train/ for the data
     main()

@@ -1,7 +1,7 @@
 """The latency suite: ONNX Runtime CPU (fp32 and int8) against PyTorch on the same model, with
 FLOPs, achieved GFLOP/s and the machine's measured peak, in one process.
 
-    python benchmarks/suite.py --out benchmarks/results/cpu
+    python -m benchmarks.suite --out benchmarks/results/cpu
 
 Measures, in this order (all ONNX Runtime timings before any PyTorch one, so that PyTorch's
 OpenMP threads are not spinning while ONNX Runtime is timed):
@@ -31,18 +31,16 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
 
-import numpy as np  # noqa: E402
-import onnx  # noqa: E402
-import onnxruntime as ort  # noqa: E402
-import torch  # noqa: E402
-
-import eqsdk  # noqa: E402
-from benchmarks import flops, quantize, report, torch_reference  # noqa: E402
-from eqsdk.backends.ort_cpu import default_threads  # noqa: E402
-from eqsdk.bench import bench  # noqa: E402
-from eqsdk.bundle import bundle_dir  # noqa: E402
+import eqsdk
+from benchmarks import flops, quantize, report, torch_reference
+from eqsdk.backends.ort_cpu import default_threads
+from eqsdk.bench import bench
+from eqsdk.bundle import bundle_dir
 
 PARITY_TOLERANCE = 1e-4  # max abs difference, PyTorch vs eqsdk render (export/to_onnx.TOLERANCE)
 
@@ -78,7 +76,7 @@ def measure_int8(directory: Path, renderer, args, threads: int) -> dict:
 def run(args) -> dict:
     threads = default_threads()
     directory = bundle_dir(args.model)
-    results = {"command": "python benchmarks/suite.py " + shlex.join(args.argv),
+    results = {"command": "python -m benchmarks.suite " + shlex.join(args.argv),
                "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "environment": environment(threads),
                "settings": {"runs": args.runs, "warmup": args.warmup, "budget_s": args.budget,
                             "batches": args.batch}}

@@ -2,25 +2,26 @@
 digit (unseen in training) taking 11 random steps, each a rotation or a translation
 (MovingMNIST.random_step), on a test background. Deterministic for a seed.
 
-    python examples/make_drive_clip.py
+    python -m examples.make_drive_clip [--data-dir DIR]    (from the repository root)
 """
-import sys
+import argparse
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # train/ is not an installed package
-
-import eqsdk  # noqa: E402
-from eqsdk.images import to_uint8  # noqa: E402
-from train.moving_mnist import MovingMNIST  # noqa: E402
+import eqsdk
+from eqsdk.images import to_uint8
+from train.moving_mnist import MovingMNIST
 
 FRAMES, FPS, SEED = 12, 5, 3
 OUT = Path(__file__).resolve().parent / "drive" / "drive.gif"
 
 
-def main() -> None:
-    data = MovingMNIST("test", frames=1)
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", type=Path, help="the data directory holding mnist/ (train/data_dir.py)")
+    args = p.parse_args(argv)
+    data = MovingMNIST("test", frames=1, data_dir=args.data_dir)
     rng = np.random.default_rng(SEED)
     start = data.sample_videos(1, rng)  # a digit, a background and a start pose
     digit = start.digits[0, 0]

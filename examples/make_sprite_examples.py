@@ -8,21 +8,19 @@
                         knight with walk_sequence.gif
   thrust_sequence.gif   a spear carrier thrusting, facing right (8 frames), on white
 
-    python examples/make_sprite_examples.py
+    python -m examples.make_sprite_examples [--data-dir DIR]    (from the repository root)
 
 Deterministic: the characters are picked by their attributes from the fixed test split. The art
 is from the Liberated Pixel Cup (see README.md, "Credits").
 """
-import sys
+import argparse
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # train/ is not an installed package
-
-import eqsdk  # noqa: E402
-from train import lpc  # noqa: E402
-from train.backgrounds import make_backgrounds  # noqa: E402
+import eqsdk
+from train import lpc
+from train.backgrounds import make_backgrounds
 
 OUT = Path(__file__).resolve().parent / "sprites"
 FPS = 10  # GIF stores frame times in centiseconds: 10 fps is exact
@@ -43,8 +41,11 @@ def over(rgba: np.ndarray, background: np.ndarray) -> np.ndarray:
     return np.rint(rgba[..., :3] * alpha + background * (1 - alpha)).astype(np.uint8)
 
 
-def main() -> None:
-    test = lpc.load_split("test")
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", type=Path, help="the data directory holding lpc/ (train/data_dir.py)")
+    args = p.parse_args(argv)
+    test = lpc.load_split("test", data_dir=args.data_dir)
     white = np.full((lpc.CELL, lpc.CELL, 3), 255, np.uint8)
     knight = pick(test, armour="chain", greaves="metal", arms="plate", weapon="longsword")
     walker = pick(test, sex="female", armour="leather", greaves="pants")

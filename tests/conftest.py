@@ -1,10 +1,26 @@
-"""Shared fixtures: a tiny random model exported to a real bundle, run by real onnxruntime."""
+"""Shared fixtures: a tiny random model exported to a real bundle, run by real onnxruntime; and
+the `data` marker: a test marked @pytest.mark.data("mnist") is skipped when train.data_dir finds
+no MNIST, or fails when EQSDK_REQUIRE_DATA=1 (CI, which must not skip them silently)."""
+import os
+
 import pytest
 import torch
 
+from train.data_dir import DATASETS, ENV, DataNotFoundError, find_data
 from train.model import ModelConfig, SceneModel
 
 TINY = ModelConfig(channels=16, res_blocks=1, tz_hidden=16)
+
+
+def pytest_runtest_setup(item):
+    for name in (n for mark in item.iter_markers("data") for n in mark.args):
+        try:
+            find_data(name)
+        except DataNotFoundError as e:
+            if os.environ.get("EQSDK_REQUIRE_DATA") == "1":
+                pytest.fail(f"EQSDK_REQUIRE_DATA=1 and a data test cannot run: {e}", pytrace=False)
+            pytest.skip(f"needs the {name} data set: put {DATASETS[name][1]} in DIR/{name}/ and set "
+                        f"{ENV}=DIR")
 
 
 @pytest.fixture(scope="session")

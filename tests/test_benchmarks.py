@@ -51,6 +51,7 @@ def report(tiny_bundle, tmp_path_factory):
     return out
 
 
+@pytest.mark.data("mnist")
 def test_suite_writes_its_three_files(report):
     assert {p.name for p in report.iterdir()} >= {"results.json", "results.md", "latency.png"}
     assert (report / "latency.png").stat().st_size > 1000
@@ -58,6 +59,7 @@ def test_suite_writes_its_three_files(report):
     assert "## A full render with the motion check" in (report / "results.md").read_text()
 
 
+@pytest.mark.data("mnist")
 def test_results_json_is_complete(report):
     r = json.loads((report / "results.json").read_text())
     assert r["parity"]["passed"] and r["parity"]["max_abs_diff_render"] <= 1e-4
@@ -70,12 +72,13 @@ def test_results_json_is_complete(report):
     assert set(r["targets"]) == {"full_vs_pytorch", "motion_vs_full", "throughput_vs_peak",
                                  "reduced_precision_vs_peak", "sdk_overhead"}
     assert r["targets"]["throughput_vs_peak"]["met"] is None  # batch 32 was not run
-    assert r["peak"]["fp32_peak"] > 0 and r["command"].startswith("python benchmarks/suite.py")
+    assert r["peak"]["fp32_peak"] > 0 and r["command"].startswith("python -m benchmarks.suite")
     assert r["ort"]["check_motion"] is False and r["int8"]["ort"]["check_motion"] is False
     for row in r["motion_check"].values():  # full renders with the motion check, both frameworks
         assert row["ort"]["runs"] == row["torch_eager"]["runs"] == 3
 
 
+@pytest.mark.data("mnist")
 def test_flops_of_a_full_render_are_its_graphs(report):
     r = json.loads((report / "results.json").read_text())
     g, per_render = r["flops"]["per_graph_batch1"], r["flops"]["per_render"]
@@ -84,6 +87,7 @@ def test_flops_of_a_full_render_are_its_graphs(report):
     assert g["f_c"] > 2 * 32 * 32 * 8 * 3 * 4 * 4
 
 
+@pytest.mark.data("mnist")
 def test_int8_bundle_runs_integer_kernels_and_its_cost_is_measured(report):
     r = json.loads((report / "results.json").read_text())["int8"]
     assert set(r["kernels"]) == set(r["precision"]["int8"]) == {"f_c", "f_b"}  # g stays fp32
@@ -94,6 +98,7 @@ def test_int8_bundle_runs_integer_kernels_and_its_cost_is_measured(report):
         assert q["int8_vs_fp32"]["mean"] > 0  # int8 does change the render
 
 
+@pytest.mark.data("mnist")
 def test_quantize_writes_an_int8_bundle_that_eqsdk_loads(tiny_bundle, tmp_path, capsys):
     from benchmarks import quantize
 

@@ -19,6 +19,7 @@ def white(n, s=64):
     return torch.ones(n, 3, s, s)
 
 
+@pytest.mark.data("mnist")
 def test_tx_maps_frame_i_onto_frame_j(data):
     rng = np.random.default_rng(0)
     videos = data.sample_videos(16, rng)
@@ -37,21 +38,14 @@ def test_tx_maps_frame_i_onto_frame_j(data):
     assert moved_err.mean() < 0.05 * unmoved_err.mean()
 
 
-def test_turned_starts_stay_in_the_canvas_and_upright_is_the_default(data):
-    assert (data.sample_videos(50, np.random.default_rng(4)).states[:, 0, :, 2] == 0).all()
-    turned = MovingMNIST("test", n_backgrounds=8, start_turn=40)
-    videos = turned.sample_videos(200, np.random.default_rng(4))
-    start = videos.states[:, 0, 0, 2]
-    assert np.abs(start).max() <= 40 and np.abs(start).max() > 35 and start.min() < -35
-    assert all(turned.inside(videos.digits[b, 0], videos.states[b, t, 0]) for b in range(200) for t in range(5))
-
-
+@pytest.mark.data("mnist")
 def test_transfer_of_a_motion_to_its_own_digit_is_the_motion(data):
     videos = data.sample_videos(4, np.random.default_rng(1))
     s = videos.states[:, :, 0]
     np.testing.assert_allclose(transfer(s[:, 0], s[:, 0], s[:, 4]), s[:, 4], atol=1e-9)
 
 
+@pytest.mark.data("mnist")
 def test_digits_stay_in_the_canvas_and_steps_follow_the_recipe(data):
     videos = data.sample_videos(200, np.random.default_rng(2))
     digits, states = np.repeat(videos.digits, 5, 0), videos.states.reshape(-1, 1, 3)
@@ -103,6 +97,7 @@ def test_pairs_are_distinct_frames_within_the_gap():
     assert (np.abs(i - j) == 1).all()
 
 
+@pytest.mark.data("mnist")
 def test_sample_pairs_shapes_and_determinism():
     data = MovingMNIST("train", n_digits=2, n_backgrounds=4)
     x1, x2, tx = data.sample_pairs(6, np.random.default_rng(5), augment=True)

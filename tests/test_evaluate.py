@@ -1,6 +1,4 @@
 """The §4.6 T^Z analysis: the r² it reports, on synthetic data and on a tiny model."""
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -22,6 +20,7 @@ def test_r2_is_sklearns_uniform_average_and_sees_noise():
     assert r2_score(x, unequal) == pytest.approx((1 + r2_score(x, noisy[:, 1:])) / 2)
 
 
+@pytest.mark.data("mnist")
 def test_tz_analysis_reports_r2_per_entry_whose_mean_is_r2():
     torch.manual_seed(0)
     model = SceneModel(TINY).eval()
@@ -32,6 +31,7 @@ def test_tz_analysis_reports_r2_per_entry_whose_mean_is_r2():
     assert a["r2"] == pytest.approx(np.mean(a["r2_per_entry"]))
 
 
+@pytest.mark.data("mnist")
 def test_tz_draws_are_other_digits_and_backgrounds_than_the_papers_one():
     from train.evaluate import tz_draws
 
@@ -43,16 +43,3 @@ def test_tz_draws_are_other_digits_and_backgrounds_than_the_papers_one():
     assert d["draws"] == 4 and len(d["r2"]) == 4 and d["min"] <= d["median"] <= max(d["r2"])
     first = tz_analysis(model, data, 5, labels, pairs=100, seed=0)["r2"]
     assert round(first, 4) not in d["r2"]  # seed 0 is the protocol's draw, not one of these
-
-
-def test_tz_diagnostics_run_on_the_evaluations_draw(tmp_path, tiny_checkpoint):
-    from train.diagnose_tz import main
-
-    out = tmp_path / "diagnosis.json"
-    main([str(tiny_checkpoint), "--split", "val", "--pairs", "60", "--optimise-pairs", "20", "--steps", "3",
-          "--out", str(out)])
-    report = json.loads(out.read_text())
-    assert {"as drawn", "bare canvas"} <= set(report["backgrounds"])
-    assert len(report["backgrounds"]) == 7  # and one per diamond colour: five, all different
-    opt = report["render_optimal"]
-    assert opt["pairs"] == 20 and opt["optimal"]["scene_mse"] < opt["tz"]["scene_mse"]

@@ -8,8 +8,9 @@ from PIL import Image
 
 from train import lpc
 from train.backgrounds import make_backgrounds
+from train.data_dir import find_data
 
-pytestmark = pytest.mark.skipif(not (lpc.DATA_DIR / "body").is_dir(), reason="LPC layer sheets not present")
+pytestmark = pytest.mark.data("lpc")
 
 CHARS = lpc.all_characters()
 
@@ -57,7 +58,7 @@ def test_20_sequences_with_the_documented_frame_counts(rendered):
     assert lpc.SEQ_LENGTHS.tolist() == [7] * 4 + [8] * 4 + [9] * 4 + [6] * 4 + [13] * 4
     assert lpc.N_FRAMES == 172 and lpc.SEQ_STARTS[-1] + lpc.SEQ_LENGTHS[-1] == 172
     # The body sheet has pixels in exactly these cells of rows 0-19 (README) ...
-    body = np.asarray(Image.open(lpc.DATA_DIR / "body/male_light.png").convert("RGBA"))[..., 3]
+    body = np.asarray(Image.open(find_data("lpc") / "body/male_light.png").convert("RGBA"))[..., 3]
     filled = body.reshape(21, 64, 13, 64).any(axis=(1, 3))[:20]  # (row, column)
     assert filled.sum(1).tolist() == lpc.SEQ_LENGTHS.tolist()
     assert all(filled[r, :n].all() for r, n in enumerate(lpc.SEQ_LENGTHS))
@@ -131,7 +132,7 @@ def test_partial_alpha_is_composited_over():
 def test_oversize_weapon_is_drawn_on_top_in_its_cell_window(rendered):
     layers, frames = rendered[SWORD]
     slash = lpc.oversize_frames("slash")
-    sheet = np.asarray(Image.open(lpc.DATA_DIR / "weapon_oversize/male_longsword.png").convert("RGBA"))
+    sheet = np.asarray(Image.open(find_data("lpc") / "weapon_oversize/male_longsword.png").convert("RGBA"))
     # frame 3 of the 'left' slash: cell (row 1, column 3) of the 192-px grid, window at (64, 64)
     cell = sheet[192 + 64:192 + 128, 3 * 192 + 64:3 * 192 + 128]
     f = lpc.SEQ_STARTS[4 * 3 + 1] + 3

@@ -59,6 +59,7 @@ def far_turn():
     return x1, x2, model.eval()
 
 
+@pytest.mark.data("mnist")
 def test_the_runtime_checks_a_motion_as_the_torch_model_does(far_turn):
     x1, x2, model = far_turn
     with torch.no_grad():
@@ -72,6 +73,7 @@ def test_the_runtime_checks_a_motion_as_the_torch_model_does(far_turn):
     np.testing.assert_allclose(unchecked, theta.numpy(), atol=1e-4)
 
 
+@pytest.mark.data("mnist")
 def test_the_check_sets_right_a_far_turn_that_t_z_under_reads(far_turn):
     x1, x2, _ = far_turn
     truth = -27.0  # the image turns by -27°; theta is its inverse, svd_angle flips the sign back
@@ -85,6 +87,7 @@ def test_the_default_is_the_four_graph_render():
     assert not eqsdk.load("mnist").check_motion
 
 
+@pytest.mark.data("mnist")
 def test_the_cli_checks_when_asked(far_turn, tmp_path):
     from eqsdk.cli import main
 

@@ -5,14 +5,17 @@ import pytest
 import torch
 
 from train.checkpoint import CheckpointError, load_checkpoint, read_checkpoint
-from train.model import ModelConfig, SceneModel
-from train.train import main
+from train.train import Budget, TrainConfig, char_dropout, equiv_weight, learning_rate, main, near_pairs
 
 
+TINY_RUN = ["--channels", "16", "--res-blocks", "1", "--tz-hidden", "16", "--batch", "8",
+            "--n-backgrounds", "4", "--sample-every", "0"]
+
+
+@pytest.mark.data("mnist")
 def test_train_writes_a_resumable_checkpoint(tmp_path):
     out = tmp_path / "run"
-    tiny = ["--channels", "16", "--res-blocks", "1", "--tz-hidden", "16", "--batch", "8",
-            "--n-backgrounds", "4", "--sample-every", "0"]
+    tiny = TINY_RUN
     main(["--out", str(out), "--steps", "3", *tiny])
     ckpt = read_checkpoint(out / "last.pt")
     assert ckpt["step"] == 3 and ckpt["samples"] == 24
@@ -28,32 +31,47 @@ def test_train_writes_a_resumable_checkpoint(tmp_path):
     assert records[-1]["step"] == 5 and "val_scene" in records[-1]
 
 
-def test_the_self_warp_terms_are_trained_and_logged(tmp_path):
-    out = tmp_path / "run"
-    main(["--out", str(out), "--steps", "2", "--channels", "16", "--res-blocks", "1", "--tz-hidden", "16",
-          "--batch", "8", "--n-backgrounds", "4", "--sample-every", "0", "--alpha-warp", "0.3"])
-    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
-    assert records[-1]["warp_theta"] > 0 and records[-1]["warp_equiv"] > 0
-    assert read_checkpoint(out / "last.pt")["train_config"]["alpha_warp"] == 0.3
+def test_schedules():
+    tcfg = TrainConfig(lr=1e-3, lr_final=0.05, warmup_steps=200, alpha_equiv=0.3, equiv_start=1000,
+                       equiv_ramp=500, char_dropout=0.5, char_dropout_until=2000, near_until=100)
+    assert learning_rate(tcfg, 0, 0.0) == pytest.approx(1e-3 / 200)  # warmup
+    assert learning_rate(tcfg, 199, 0.0) == pytest.approx(1e-3)
+    assert learning_rate(tcfg, 5000, 0.5) == pytest.approx(1e-3 * 0.525)  # half way down the cosine
+    assert learning_rate(tcfg, 5000, 1.0) == pytest.approx(5e-5)
+    assert [equiv_weight(tcfg, n) for n in (0, 1000, 1250, 1500, 9000)] == pytest.approx([0, 0, 0.15, 0.3, 0.3])
+    assert [char_dropout(tcfg, n) for n in (0, 1000, 2000, 9000)] == pytest.approx([0.5, 0.25, 0, 0])
+    assert near_pairs(tcfg, 99) and not near_pairs(tcfg, 100)
 
 
-def test_train_only_updates_the_named_networks(tmp_path):
-    out = tmp_path / "run"
-    main(["--out", str(out), "--steps", "2", "--channels", "16", "--res-blocks", "1", "--tz-hidden", "16",
-          "--batch", "8", "--n-backgrounds", "4", "--sample-every", "0", "--warmup-steps", "1",
-          "--train-only", "t_z", "--recolour", "0.5"])
-    torch.manual_seed(0)  # the run's seed: its initial weights
-    start = SceneModel(ModelConfig(channels=16, res_blocks=1, tz_hidden=16)).state_dict()
-    ckpt = read_checkpoint(out / "last.pt")
-    changed = {k.split(".")[0] for k, v in ckpt["model"].items() if not torch.equal(v, start[k])}
-    assert changed == {"t_z"}
-    assert ckpt["train_config"]["train_only"] == "t_z" and ckpt["train_config"]["recolour"] == 0.5
+def test_a_budget_ends_at_its_steps_or_minutes_or_where_it_stops():
+    assert Budget(steps=10).fraction({"step": 5, "elapsed": 0.0}) == 0.5
+    assert Budget(steps=10, minutes=1).fraction({"step": 5, "elapsed": 45.0}) == 0.75
+    assert not Budget(steps=10, stop_at=4).done({"step": 3, "elapsed": 0.0})
+    assert Budget(steps=10, stop_at=4).done({"step": 4, "elapsed": 0.0})
+    assert Budget(minutes=1).done({"step": 1, "elapsed": 60.0})
 
 
-def test_train_only_rejects_an_unknown_network(tmp_path, capsys):
+@pytest.mark.data("mnist")
+def test_a_stage_stopped_early_keeps_its_schedule_and_the_next_grows_from_it(tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    main(["--out", str(first), "--steps", "10", "--stop-at", "2", *TINY_RUN, "--warmup-steps", "1"])
+    records = [json.loads(line) for line in (first / "log.jsonl").read_text().splitlines()]
+    assert records[-1]["step"] == 2
+    assert records[-1]["lr"] == pytest.approx(learning_rate(TrainConfig(warmup_steps=1), 1, 0.1))
+    main(["--out", str(second), "--steps", "1", *TINY_RUN, "--init-from", str(first / "last.pt"),
+          "--decoder-extra", "1", "--recolour", "0.5"])
+    ckpt = read_checkpoint(second / "last.pt")
+    assert ckpt["step"] == 1 and ckpt["model_config"]["decoder_extra"] == 1
+    assert ckpt["train_config"]["recolour"] == 0.5
+    assert ckpt["init_from"]["path"] == str(first / "last.pt") and ckpt["init_from"]["step"] == 2
+
+
+def test_a_missing_data_set_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
-        main(["--out", str(tmp_path / "run"), "--steps", "1", "--train-only", "t_z,decoder"])
-    assert e.value.code == 2 and "decoder" in capsys.readouterr().err
+        main(["--out", str(tmp_path / "run"), "--steps", "1", "--data-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "mnist data not found" in err and "t10k-images-idx3-ubyte.gz" in err
+    assert not (tmp_path / "run").exists()
 
 
 RAN = []

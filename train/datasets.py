@@ -16,7 +16,8 @@ character split is lpc's fixed split: every sprites model is evaluated on the sa
 """
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -35,14 +36,13 @@ class PairSource(Protocol):
                      ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray | None]: ...
 
 
-def load_sprites(split: str, n_backgrounds: int, characters: int = 0,
-                 canvas: Sequence[float] = lpc.WHITE) -> lpc.Sprites:
+def load_sprites(split: str, n_backgrounds: int, characters: int = 0, data_dir: Path | None = None) -> lpc.Sprites:
     """One split of the sprites (its first `characters` only if > 0, a quick subset that builds in
     seconds when the cache is missing) with n_backgrounds diamond backgrounds (0: none)."""
     bgs = None
     if n_backgrounds:
         bgs = torch.from_numpy(make_backgrounds(split, n_backgrounds, 0, lpc.CELL)).permute(0, 3, 1, 2).contiguous()
-    return lpc.Sprites(lpc.load_split(split, limit=characters or None), bgs, canvas=canvas)
+    return lpc.Sprites(lpc.load_split(split, limit=characters or None, data_dir=data_dir), bgs)
 
 
 class SpritePairs:
@@ -57,14 +57,14 @@ class SpritePairs:
         return p.x1, p.x2, None
 
 
-def pair_source(dataset: str, split: str, n_backgrounds: int, seed: int = 0, n_digits: int = 1,
-                characters: int = 0, start_turn: float = 0.0) -> PairSource:
-    """The pairs of one split. seed: Moving MNIST's background seed (as before); characters: the
-    sprites subset (0: the whole split); start_turn: Moving MNIST's turned starts (training)."""
+def pair_source(dataset: str, split: str, n_backgrounds: int, seed: int = 0, characters: int = 0,
+                data_dir: Path | None = None) -> PairSource:
+    """The pairs of one split. seed: Moving MNIST's background seed; characters: the sprites
+    subset (0: the whole split); data_dir: where to look for the data (train.data_dir)."""
     if dataset == "mnist":
-        return MovingMNIST(split, n_digits, n_backgrounds, seed=seed, start_turn=start_turn)
+        return MovingMNIST(split, 1, n_backgrounds, seed=seed, data_dir=data_dir)
     if dataset == "sprites":
-        return SpritePairs(load_sprites(split, 0, characters), with_backgrounds=False)
+        return SpritePairs(load_sprites(split, 0, characters, data_dir=data_dir), with_backgrounds=False)
     if dataset == "sprites-bg":
-        return SpritePairs(load_sprites(split, n_backgrounds, characters), with_backgrounds=True)
+        return SpritePairs(load_sprites(split, n_backgrounds, characters, data_dir=data_dir), with_backgrounds=True)
     raise ValueError(f"dataset {dataset!r}: expected one of {DATASETS}")

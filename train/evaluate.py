@@ -37,7 +37,7 @@ from train.checkpoint import load_checkpoint  # noqa: E402
 from train.moving_mnist import (MovingMNIST, affine_inverse, load_mnist_labels, motion,  # noqa: E402
                                 transfer)
 
-# Targets of the bundled model (issue 3, part 8): ratios to the paper's baselines.
+# Targets of the shipped mnist model: ratios to the paper's baselines.
 TARGETS = {"background_vs_no_object": 0.35, "transformation_vs_video_frames": 0.75, "tz_r2": 0.9}
 
 
@@ -297,6 +297,7 @@ def main(argv=None) -> None:
                    "for the spread of T^Z's r² (0: none)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--split", default="test", choices=("test", "val"))
+    p.add_argument("--data-dir", type=Path, help="the data directory holding mnist/ (train/data_dir.py)")
     p.add_argument("--checked", action="store_true", help="check T^Z's reading of each motion by "
                    "rendering turns of it, as eqsdk does for a bundle exported with --check-motion")
     args = p.parse_args(argv)
@@ -304,13 +305,13 @@ def main(argv=None) -> None:
     t0 = time.time()
     model, ckpt = load_checkpoint(args.checkpoint)
     tcfg = ckpt["train_config"]
-    data = MovingMNIST(args.split, n_digits=1, n_backgrounds=64, seed=tcfg["seed"])
+    data = MovingMNIST(args.split, n_digits=1, n_backgrounds=64, seed=tcfg["seed"], data_dir=args.data_dir)
     args.out.mkdir(parents=True, exist_ok=True)
 
     per_example, ex = evaluate_manipulations(model, data, args.examples, args.seed, args.checked)
     figures = {k: summary(v) for k, v in per_example.items()}
     mean = {k: v["mean"] for k, v in figures.items()}
-    labels = load_mnist_labels(args.split)
+    labels = load_mnist_labels(args.split, args.data_dir)
     analyses = [tz_analysis(model, data, d, labels, args.tz_pairs, args.seed, args.checked) for d in (5, 8)]
     ratios = {
         "background_vs_no_object": mean["background"] / mean["no_object"],

@@ -64,9 +64,9 @@ import torch
 from PIL import Image
 
 from train.backgrounds import make_backgrounds
+from train.data_dir import find_data
 from train.moving_mnist import augment_backgrounds
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "lpc"
 DEFAULT_CACHE = Path("~/.cache/eqsdk/lpc")
 RECIPE_VERSION = 1
 
@@ -91,7 +91,7 @@ DEFAULT_BACKGROUNDS = {"train": 64, "val": 64, "test": 100}  # §4.2: B = 100 fo
 
 @dataclass(frozen=True)
 class Layer:
-    """One sheet of a character: its draw-order slot and path under DATA_DIR without '.png', with
+    """One sheet of a character: its draw-order slot and path under the lpc data folder without '.png', with
     '{sex}' and '{shirt}' filled in per sex. animation: for an oversize sheet, the one it draws."""
     slot: str
     path: str
@@ -166,14 +166,17 @@ def describe(attributes: Sequence[int]) -> str:
     return " ".join(OPTION_NAMES[n][k] for n, k in zip(ATTRIBUTE_NAMES, attributes))
 
 
-@lru_cache(maxsize=None)
-def load_layer(path: str, animation: str = "", data_dir: Path = DATA_DIR) -> np.ndarray:
+def load_layer(path: str, animation: str = "", data_dir: Path | None = None) -> np.ndarray:
     """One sheet as the character's 172 frames, (172, 64, 64, 4) uint8 RGBA (read-only).
 
     An oversize sheet (animation given) fills only that animation's frames with the central 64x64
     window of its 192x192 cells; its other frames are transparent.
     """
-    file = Path(data_dir) / f"{path}.png"
+    return _read_sheet(find_data("lpc", data_dir) / f"{path}.png", animation)
+
+
+@lru_cache(maxsize=None)
+def _read_sheet(file: Path, animation: str) -> np.ndarray:
     with Image.open(file) as im:
         sheet = np.asarray(im.convert("RGBA"))
         size = im.size
@@ -205,7 +208,7 @@ def oversize_frames(animation: str) -> slice:
     return slice(first, first + 4 * FRAMES_PER_ANIMATION[a])
 
 
-def drawn_layers(attributes: Sequence[int], data_dir: Path = DATA_DIR) -> list[tuple[Layer, np.ndarray]]:
+def drawn_layers(attributes: Sequence[int], data_dir: Path | None = None) -> list[tuple[Layer, np.ndarray]]:
     """The layers as drawn, bottom to top, each (172, 64, 64, 4) uint8. Below an oversize layer, the
     frames of its animation lose rows 0-7 (the generator's cell copy, module doc)."""
     out = []
@@ -237,7 +240,7 @@ def over(layers: Sequence[np.ndarray]) -> np.ndarray:
     return np.rint(np.concatenate([rgb, alpha], -1) * 255).clip(0, 255).astype(np.uint8)
 
 
-def render_character(attributes: Sequence[int], data_dir: Path = DATA_DIR) -> np.ndarray:
+def render_character(attributes: Sequence[int], data_dir: Path | None = None) -> np.ndarray:
     """All 172 frames of one character, (172, 64, 64, 4) uint8 RGBA."""
     return over([frames for _, frames in drawn_layers(attributes, data_dir)])
 
@@ -246,24 +249,25 @@ def render_character(attributes: Sequence[int], data_dir: Path = DATA_DIR) -> np
 # Cache
 
 
-def recipe(seed: int = 0, data_dir: Path = DATA_DIR) -> dict:
+def recipe(seed: int = 0, data_dir: Path | None = None) -> dict:
     """Everything the frames depend on; its hash keys the cache."""
     paths = sorted({(l.path, l.animation) for c in all_characters() for l in character_layers(c)})
+    sheets = find_data("lpc", data_dir)
     return {
         "version": RECIPE_VERSION, "cell": CELL, "seq_lengths": SEQ_LENGTHS.tolist(),
         "draw_order": DRAW_ORDER, "shirt": SHIRT,
         "attributes": {n: {o: [asdict(l) for l in ls] for o, ls in opts.items()} for n, opts in ATTRIBUTES.items()},
         "split": {"seed": seed, "sizes": SPLIT_SIZES},
-        "sheets": {p: hashlib.md5((Path(data_dir) / f"{p}.png").read_bytes()).hexdigest() for p, _ in paths},
+        "sheets": {p: hashlib.md5((sheets / f"{p}.png").read_bytes()).hexdigest() for p, _ in paths},
     }
 
 
-def recipe_key(seed: int = 0, data_dir: Path = DATA_DIR) -> str:
+def recipe_key(seed: int = 0, data_dir: Path | None = None) -> str:
     return hashlib.sha256(json.dumps(recipe(seed, data_dir), sort_keys=True).encode()).hexdigest()[:12]
 
 
 def cache_path(split: str, cache_dir: Path | str | None = None, seed: int = 0, limit: int | None = None,
-               data_dir: Path = DATA_DIR) -> Path:
+               data_dir: Path | None = None) -> Path:
     if split not in SPLIT_SIZES:
         raise ValueError(f"split {split!r}: expected one of {tuple(SPLIT_SIZES)}")
     root = Path(cache_dir if cache_dir is not None else DEFAULT_CACHE).expanduser()
@@ -308,7 +312,7 @@ class SpriteSplit:
 
 
 def build_split(split: str, cache_dir: Path | str | None = None, seed: int = 0, limit: int | None = None,
-                data_dir: Path = DATA_DIR, force: bool = False) -> Path:
+                data_dir: Path | None = None, force: bool = False) -> Path:
     """Render one split (its first `limit` characters if given) to the cache; returns the file."""
     path = cache_path(split, cache_dir, seed, limit, data_dir)
     if path.exists() and not force:
@@ -324,7 +328,7 @@ def build_split(split: str, cache_dir: Path | str | None = None, seed: int = 0, 
 
 
 def load_split(split: str, cache_dir: Path | str | None = None, seed: int = 0, limit: int | None = None,
-               data_dir: Path = DATA_DIR, build: bool = True) -> SpriteSplit:
+               data_dir: Path | None = None, build: bool = True) -> SpriteSplit:
     """The split from the cache, rendering it first if missing (and build)."""
     path = cache_path(split, cache_dir, seed, limit, data_dir)
     if not path.exists():
@@ -506,7 +510,7 @@ def contact_sheet(characters: Sequence[np.ndarray], background: np.ndarray | Seq
     return image.resize((image.width * scale, image.height * scale), Image.NEAREST)
 
 
-def write_contact_sheet(path: Path | str, attributes: Sequence[Sequence[int]], data_dir: Path = DATA_DIR,
+def write_contact_sheet(path: Path | str, attributes: Sequence[Sequence[int]], data_dir: Path | None = None,
                         **kwargs) -> Path:
     """Render the given characters (option indices) and write their contact sheet PNG."""
     contact_sheet([render_character(a, data_dir) for a in attributes], **kwargs).save(path)
@@ -520,11 +524,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--splits", nargs="+", default=list(SPLIT_SIZES), choices=list(SPLIT_SIZES))
     parser.add_argument("--force", action="store_true", help="rebuild even if the cache file exists")
     parser.add_argument("--sheet", type=Path, help="also write a contact sheet PNG of a few test characters")
+    parser.add_argument("--data-dir", type=Path, help="the data directory holding lpc/ (train/data_dir.py)")
     args = parser.parse_args(argv)
     for split in args.splits:
         start = time.perf_counter()
-        cached = cache_path(split, args.out, args.seed).exists() and not args.force
-        path = build_split(split, args.out, args.seed, force=args.force)
+        cached = cache_path(split, args.out, args.seed, data_dir=args.data_dir).exists() and not args.force
+        path = build_split(split, args.out, args.seed, data_dir=args.data_dir, force=args.force)
         n = len(split_ids(args.seed)[split])
         raw = n * N_FRAMES * CELL * CELL * 4
         took = "already built" if cached else f"built in {time.perf_counter() - start:.1f} s"
@@ -539,7 +544,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             for s in range(len(SEXES)):
                 match = [c for c in test if chars[c, 0] == s and chars[c, -1] == w]
                 picks.append(match[(7 * len(picks)) % len(match)])  # spread over bodies and outfits
-        write_contact_sheet(args.sheet, chars[picks], scale=1)
+        write_contact_sheet(args.sheet, chars[picks], args.data_dir, scale=1)
         print(f"contact sheet: {args.sheet} ({', '.join(describe(chars[c]) for c in picks)})")
 
 

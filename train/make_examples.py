@@ -31,8 +31,9 @@ def main(argv=None) -> None:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--cases", type=int, default=3)
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--data-dir", type=Path, help="the data directory holding mnist/ (train/data_dir.py)")
     args = p.parse_args(argv)
-    data = MovingMNIST("test")
+    data = MovingMNIST("test", data_dir=args.data_dir)
     rng = np.random.default_rng(args.seed)
     cases = []
     while len(cases) < args.cases:

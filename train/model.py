@@ -239,6 +239,24 @@ class Transform(nn.Module):
         return theta, origin, self.move(theta, origin, z_c)
 
 
+def scene_loss(render: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+    """L_scene = ||h(x1, x1, x2, x1) - x2||² (eq. 4), mean over pixels: the render of the end frame."""
+    return F.mse_loss(render.float(), x2)
+
+
+def equiv_loss(z1_moved: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+    """L_equiv = ||T^Z(f_c(x1), f_c(x2)) o f_c(x1) - f_c(x2)||² (eq. 4), divided by the energy of
+    both sides (scale-free, in [0, 2]): the plain norm falls by shrinking f_c, which g then undoes,
+    and a detached divisor would let that shrinking feed itself until f_c collapses."""
+    return F.mse_loss(z1_moved, z2) / (z1_moved.square().mean() + z2.square().mean() + 1e-8)
+
+
+def inv_loss(b1: torch.Tensor, b2: torch.Tensor) -> torch.Tensor:
+    """L_inv = ||f_b(x1) - f_b(x2)||² (eq. 4), divided by the detached energy of f_b(x2) for the
+    same reason as L_equiv; f_b cannot collapse under it, the scene needs it."""
+    return F.mse_loss(b1, b2) / (b2.detach().square().mean() + 1e-6)
+
+
 class SceneModel(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -249,8 +267,7 @@ class SceneModel(nn.Module):
 
     def forward(self, x_c, x_t1, x_t2, x_b, checked: bool = False):
         """h(x_c, x_t1, x_t2, x_b) of §3: images (B, 3, S, S) -> image (B, 3, S, S). With `checked`,
-        T^Z's theta is first checked by the renderer (checked_theta), as eqsdk does for a bundle
-        whose manifest asks for it."""
+        T^Z's theta is first checked by the renderer (checked_theta), as eqsdk does when asked."""
         z_t1, z_t2, z_c = self.f_c(x_t1), self.f_c(x_t2), self.f_c(x_c)
         if not checked:
             *_, z_moved = self.t_z(z_t1, z_t2, z_c)
@@ -259,102 +276,26 @@ class SceneModel(nn.Module):
             z_moved = self.t_z.move(theta, self.t_z.centre(z_t1), z_c)
         return self.g(z_moved, self.f_b(x_b))
 
-    def losses(self, x1, x2, keep_char: torch.Tensor | None = None, warp: torch.Tensor | None = None,
-               distil: tuple[int, int, float] = (0, 0, 0.0)) -> dict[str, torch.Tensor]:
-        """The three terms of eq. 4 on a training pair, plus theta and the render for monitoring.
+    def losses(self, x1, x2, keep_char: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The three terms of eq. 4 on training pairs x1, x2 (B, 3, S, S), plus theta and the render
+        for monitoring.
 
-        keep_char (B,) of 0/1 drops the character path from some renders (training only): those
-        must come from f_b alone, so the static background settles in f_b and f_c is left the
-        moving character. Without it f_c learns the whole scene, and warping f_c would move the
-        background too, so T^Z stays at the identity.
-
-        L_equiv and L_inv are relative: the plain norms can be lowered by shrinking f_c and f_b, which g then
-        undoes. L_equiv is divided by the energy of both sides (scale-free, in [0, 2]); dividing
-        by a detached energy instead made the shrinking self-reinforcing and f_c collapsed.
-        L_inv is divided by the detached energy of f_b(x2): f_b cannot collapse, the scene
-        needs it.
-
-        warp (B, 2, 3), rigid motions the trainer drew itself (not the data's T^X), adds the
-        self-warp terms (not in the paper; off by default, an experiment that did not raise T^Z's
-        r², README): T^Z must name the warp of the character's features f_c(x1), and f_c must
-        commute with the warp of the whole image x1. T^Z is shown warped features rather than
-        features of the warped image, in which the background would turn too, as it never does
-        in a video.
-
-        distil (pairs, steps, scan) adds L_distil (not in the paper; README): T^Z's theta on the
-        first `pairs` pairs against the render-optimal theta that a scan of turns up to +-scan
-        degrees and `steps` of descent on their scene loss reach from it (render_optimal_theta).
+        keep_char (B,) of 0/1 drops the character path from some renders (character dropout, early
+        in training): those must come from f_b alone, so the static background settles in f_b and
+        f_c is left the moving character. Without it f_c learns the whole scene, warping f_c
+        would move the background too, and T^Z stays at the identity.
         """
-        images = [x1, x2] + ([self.warp_images(x1, warp)] if warp is not None else [])
-        z1, z2, *z_warped = self.f_c(torch.cat(images)).chunk(len(images))
+        z1, z2 = self.f_c(torch.cat([x1, x2])).chunk(2)  # (B, C, F, F) each
         b1, b2 = self.f_b(torch.cat([x1, x2])).chunk(2)
-        theta = self.t_z.theta(z1, z2)
+        theta = self.t_z.theta(z1, z2)  # (B, 2, 3)
         with torch.autocast(x1.device.type, enabled=False):  # warp in fp32 even under autocast
             z1_moved = self.t_z.apply(theta.float(), z1.float())
         if keep_char is not None:
             z1_moved = z1_moved * keep_char.view(-1, 1, 1, 1).to(z1_moved.dtype)
         render = self.g(z1_moved, b1)  # h(x1, x1, x2, x1)
-        n, steps, scan = distil
-        if n:
-            pivot = self.t_z.centre(z2[:n]) if scan else None
-            target = self.render_optimal_theta(z1[:n], b1[:n], x2[:n], theta[:n], steps, scan=scan, pivot=pivot)
-        z2, b1, b2 = z2.float(), b1.float(), b2.float()
-        return {
-            **({"distil": F.mse_loss(theta[:n].float(), target)} if n else {}),
-            "scene": F.mse_loss(render.float(), x2),
-            "equiv": F.mse_loss(z1_moved, z2) / (z1_moved.square().mean() + z2.square().mean() + 1e-8),
-            "inv": F.mse_loss(b1, b2) / (b2.detach().square().mean() + 1e-6),
-            "theta": theta.detach().float(),
-            "render": render.detach().float(),
-            **(self.warp_losses(z1, z_warped[0], warp) if warp is not None else {}),
-        }
-
-    def render_optimal_theta(self, z1, b1, x2, start, steps: int, lr: float = 0.01, scan: float = 0.0,
-                             pivot: torch.Tensor | None = None):
-        """The theta that best renders each pair, found by `steps` of Adam on each pair's scene
-        loss ||g(theta o z1 + b1) - x2||² from `start` (B, 2, 3), the networks held fixed: the
-        rotation angle and the shift when T^Z is rigid, else all six entries. T^Z amortises this
-        search, and where the renderer knows the motion better than T^Z reads it (README), the
-        result is a target for T^Z that needs no ground truth.
-
-        A local search cannot reach a large turn that T^Z under-reads (54° read as 17°). With scan
-        > 0 it first tries `start` turned further about `pivot` (B, 2; where the character is in
-        x2, in grid coordinates) by every multiple of motion_check.STEP degrees up to +-scan, and
-        goes on from the best where it beats `start` clearly (motion_check.MARGIN)."""
-        z1, b1, start = z1.detach().float(), b1.detach(), start.detach().float()
-
-        def scene_losses(theta):  # (B,): each pair's own loss, so a sum's gradient is per pair
-            with torch.autocast(z1.device.type, enabled=False):
-                moved = self.t_z.apply(theta, z1)
-            return (self.g(moved, b1).float() - x2).square().mean(dim=(1, 2, 3))
-
-        if scan:
-            with torch.no_grad():
-                tries = torch.stack([start] + [self.t_z.compose(start, turn_about(pivot.float(), d))
-                                               for d in motion_check.turns(scan)])  # (K, B, 2, 3)
-                losses = torch.stack([scene_losses(t) for t in tries])  # (K, B)
-                best = losses.argmin(0)
-                # A turn must earn its place: near-symmetric shapes render alike at many turns.
-                best = torch.where(losses.min(0).values < motion_check.MARGIN * losses[0], best, 0)
-                start = tries[best, torch.arange(len(start))]
-        if not steps:
-            return start
-        if self.cfg.tz_rigid:
-            params = [torch.atan2(start[:, 1, 0], start[:, 0, 0]), start[:, :, 2].clone()]
-        else:
-            params = [start.clone()]
-        params = [q.requires_grad_() for q in params]
-        opt = torch.optim.Adam(params, lr=lr)
-
-        def theta():
-            return rigid(*params) if self.cfg.tz_rigid else params[0]
-
-        for _ in range(steps):
-            grads = torch.autograd.grad(scene_losses(theta()).sum(), params)  # not into the weights
-            for q, grad in zip(params, grads):
-                q.grad = grad
-            opt.step()
-        return theta().detach()
+        return {"scene": scene_loss(render, x2), "equiv": equiv_loss(z1_moved, z2.float()),
+                "inv": inv_loss(b1.float(), b2.float()),
+                "theta": theta.detach().float(), "render": render.detach().float()}
 
     @torch.no_grad()
     def checked_theta(self, z_t1, z_t2, x_t2, theta):
@@ -363,53 +304,23 @@ class SceneModel(nn.Module):
         same way): the one whose render of the end frame x_t2 is clearly best. The renders take
         the background from x_t2 (f_b reads the same static background in either frame), so
         that a cached start frame needs only its f_c."""
-        return self.render_optimal_theta(z_t1, self.f_b(x_t2), x_t2, theta, 0, scan=motion_check.SCAN,
-                                         pivot=self.t_z.centre(z_t2))
-
-    @staticmethod
-    def warp_images(x, warp):
-        """x (B, 3, S, S) resampled by warp (grid_sample's convention), edges reflected so a
-        warped scene still looks like a scene."""
-        grid = F.affine_grid(warp, list(x.shape), align_corners=False)
-        return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
-
-    def warp_losses(self, z, z_warped, warp) -> dict[str, torch.Tensor]:
-        """The self-warp terms: T^Z's error on a known warp of z = f_c(x1), and f_c's failure to
-        commute with the warp of x1, z_warped = f_c(warped x1) (relative, as L_equiv, and only
-        where the warp brought content in, not edge padding)."""
-        with torch.autocast(z.device.type, enabled=False):
-            moved = self.t_z.apply(warp, z.float())
-            inside = (self.t_z.apply(warp, torch.ones_like(moved[:, :1])) > 0.999).float()
-            # edges replicated, not zeros: a zero border would give the warp away
-            grid = affine_grid(warp, self.t_z.base)
-            shown = F.grid_sample(z.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
-        theta = self.t_z.theta(z, shown.to(z.dtype)).float()
-        z_warped = z_warped.float()
-        energy = ((moved.square() + z_warped.square()) * inside).mean()
-        return {
-            "warp_theta": F.mse_loss(theta, warp),
-            "warp_equiv": ((moved - z_warped).square() * inside).mean() / (energy + 1e-8),
-        }
-
-
-def rigid(angle: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """(B,) radians and (B, 2) shifts -> (B, 2, 3): p -> R(angle) p + shift."""
-    c, s = torch.cos(angle), torch.sin(angle)
-    return torch.stack([torch.stack([c, -s, shift[:, 0]], -1), torch.stack([s, c, shift[:, 1]], -1)], 1)
+        z_t1, b, theta = z_t1.float(), self.f_b(x_t2), theta.float()
+        pivot = self.t_z.centre(z_t2)  # (B, 2): where the character is in x_t2
+        tries = torch.stack([theta] + [self.t_z.compose(theta, turn_about(pivot, d))
+                                       for d in motion_check.turns()])  # (K, B, 2, 3)
+        losses = torch.stack([(self.g(self.t_z.apply(t, z_t1), b).float() - x_t2).square().mean(dim=(1, 2, 3))
+                              for t in tries])  # (K, B)
+        best = losses.argmin(0)
+        # A turn must earn its place: near-symmetric shapes render alike at many turns.
+        best = torch.where(losses.min(0).values < motion_check.MARGIN * losses[0], best, 0)
+        return tries[best, torch.arange(len(theta))]
 
 
 def turn_about(centre: torch.Tensor, degrees: float) -> torch.Tensor:
     """(B, 2) -> (B, 2, 3): the rotation by `degrees` about each centre, p -> R (p - c) + c."""
-    r = rigid(centre.new_full((len(centre),), math.radians(float(degrees))), torch.zeros_like(centre))[:, :, :2]
+    a = math.radians(float(degrees))
+    r = centre.new_tensor([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]]).expand(len(centre), 2, 2)
     return torch.cat([r, (centre - (r @ centre.unsqueeze(-1)).squeeze(-1)).unsqueeze(-1)], dim=2)
-
-
-def random_rigid(n: int, max_degrees: float, max_shift: float, generator: torch.Generator) -> torch.Tensor:
-    """n rigid motions (B, 2, 3): a rotation about the centre uniform in +-max_degrees and a shift
-    uniform in +-max_shift (in [-1, 1] image units) per axis."""
-    angle = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(max_degrees)
-    shift = (torch.rand(n, 2, generator=generator) * 2 - 1) * max_shift
-    return rigid(angle, shift)
 
 
 def grow_from(model: SceneModel, source: SceneModel) -> None:

@@ -18,31 +18,31 @@ import torch
 import torch.nn.functional as F
 
 from train.backgrounds import make_backgrounds, recolour_backgrounds
+from train.data_dir import find_data
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 ROTATIONS = [a for a in range(-15, 16, 3) if a]  # degrees
 TRANSLATIONS = [t for t in range(-10, 11, 2) if t]  # pixels, per axis
 PATCH = 28
 VAL_SIZE = 5000  # the last digits of MNIST's training file are the validation split
 
 
-def _read_idx(split: str, kind: str, data_dir: Path) -> tuple[slice, np.ndarray]:
+def _read_idx(split: str, kind: str, data_dir: Path | None) -> tuple[slice, np.ndarray]:
     """The split's part of its idx file, and the file's array (train and val share MNIST's
     training file, test is t10k)."""
     name = "t10k" if split == "test" else "train"
     offset = {"images": 16, "labels": 8}[kind]
-    with gzip.open(Path(data_dir) / f"{name}-{kind}-idx{3 if kind == 'images' else 1}-ubyte.gz") as f:
+    with gzip.open(find_data("mnist", data_dir) / f"{name}-{kind}-idx{3 if kind == 'images' else 1}-ubyte.gz") as f:
         data = np.frombuffer(f.read(), np.uint8, offset=offset)
     return {"train": slice(None, -VAL_SIZE), "val": slice(-VAL_SIZE, None), "test": slice(None)}[split], data
 
 
-def load_mnist(split: str, data_dir: Path = DATA_DIR) -> np.ndarray:
+def load_mnist(split: str, data_dir: Path | None = None) -> np.ndarray:
     """MNIST digits of a split as (N, 28, 28) uint8."""
     part, data = _read_idx(split, "images", data_dir)
     return data.reshape(-1, PATCH, PATCH)[part]
 
 
-def load_mnist_labels(split: str, data_dir: Path = DATA_DIR) -> np.ndarray:
+def load_mnist_labels(split: str, data_dir: Path | None = None) -> np.ndarray:
     """Digit labels matching load_mnist(split)."""
     part, data = _read_idx(split, "labels", data_dir)
     return data[part]
@@ -100,9 +100,8 @@ class MovingMNIST:
     """Videos of `n_digits` MNIST digits moving on one of the split's fixed backgrounds."""
 
     def __init__(self, split: str, n_digits: int = 1, n_backgrounds: int = 64, frames: int = 5,
-                 size: int = 64, seed: int = 0, data_dir: Path = DATA_DIR, start_turn: float = 0.0):
+                 size: int = 64, seed: int = 0, data_dir: Path | None = None):
         self.split, self.n_digits, self.frames, self.size = split, n_digits, frames, size
-        self.start_turn = start_turn  # videos start upright (0), or turned by up to +-this many degrees
         digits = load_mnist(split, data_dir)
         self.digits = torch.from_numpy(digits.copy()).float().div_(255).unsqueeze(1)  # (D, 1, 28, 28)
         self.ink_corners = self._ink_corners(digits)  # (D, 4, 2) relative to the patch centre
@@ -125,13 +124,9 @@ class MovingMNIST:
         return bool(pts.min() >= 0 and pts.max() <= self.size)
 
     def random_start(self, digit: int, rng: np.random.Generator) -> np.ndarray:
-        """A pose with all the ink on the canvas: upright, or turned by up to +-start_turn degrees.
-        Turned starts are a training augmentation: with every video upright at its start, T^Z can
-        read a turn off how upright each frame is, which fails on a digit already turned far."""
-        turn = rng.uniform(-self.start_turn, self.start_turn) if self.start_turn else 0.0
-        corners = self.ink_corners[digit] @ rotation(turn).T
-        lo, hi = -corners.min(0), self.size - corners.max(0)
-        return np.array([rng.uniform(lo[0], hi[0]), rng.uniform(lo[1], hi[1]), turn])
+        """An upright pose with all the ink on the canvas."""
+        lo, hi = -self.ink_corners[digit].min(0), self.size - self.ink_corners[digit].max(0)
+        return np.array([rng.uniform(lo[0], hi[0]), rng.uniform(lo[1], hi[1]), 0.0])
 
     def random_step(self, digit: int, state: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """One rotation or translation that keeps the digit on the canvas (redrawn until it does)."""

@@ -1,10 +1,10 @@
-"""Train the scene model with eq. 4: L_scene + a_equiv L_equiv + a_inv L_inv, on Moving MNIST
+"""Train the scene model with eq. 4, L_scene + a_equiv L_equiv + a_inv L_inv, on Moving MNIST
 (--dataset mnist, the default) or the LPC sprites on white (sprites) or on diamond backgrounds
-(sprites-bg, --n-backgrounds of them for training); see train/datasets.py.
+(sprites-bg); see train/datasets.py. The shipped models are replayed by their recipes
+(train/recipe.py); this is one stage:
 
-    python -m train.train --out runs/mnist --minutes 100
-    python -m train.train --out runs/sprites --dataset sprites --minutes 100
-    python -m train.train --out runs/sprites-bg --dataset sprites-bg --n-backgrounds 1000 --minutes 100
+    python -m train.train --out runs/mnist --steps 10000
+    python -m train.train --out runs/sprites-2 --dataset sprites --init-from runs/sprites/last.pt --steps 3000
 
 Runs on CUDA when present, else CPU (bf16 autocast where the CPU has it). Resumes from
 OUT/last.pt when it exists. Every --sample-every seconds it writes OUT/samples.png (rows: x1, x2,
@@ -21,7 +21,7 @@ import math
 import shlex
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -29,14 +29,19 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from train.datasets import DATASETS, VAL_BACKGROUNDS, pair_source
+from eqsdk.errors import EqsdkError
 from train.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-from train.model import ModelConfig, SceneModel, grow_from, random_rigid
+from train.datasets import DATASETS, VAL_BACKGROUNDS, pair_source
+from train.model import ModelConfig, SceneModel, grow_from
 from train.moving_mnist import affine_inverse
 
 
 @dataclass(frozen=True)
 class TrainConfig:
+    dataset: str = "mnist"  # one of datasets.DATASETS
+    n_backgrounds: int = 64  # training backgrounds (mnist, sprites-bg)
+    recolour: float = 0.0  # share of training backgrounds whose colours are redrawn
+    characters: int = 0  # sprites: only the first N characters of each split (0: all; quick runs)
     seed: int = 0
     batch: int = 64
     lr: float = 1e-3
@@ -44,27 +49,60 @@ class TrainConfig:
     warmup_steps: int = 200
     alpha_equiv: float = 0.1
     alpha_inv: float = 3.0  # strong: a moving digit in f_b must cost more than it helps
-    char_dropout: float = 0.5  # share of renders made from f_b alone at the start ...
-    char_dropout_until: int = 300_000  # ... falling linearly to 0 at this many samples
     equiv_start: int = 150_000  # samples before L_equiv is used (T^Z only moves once g renders)
     equiv_ramp: int = 110_000  # samples over which alpha_equiv then ramps up from 0
+    char_dropout: float = 0.5  # share of renders made from f_b alone at the start ...
+    char_dropout_until: int = 300_000  # ... falling linearly to 0 at this many samples
     near_until: int = 100_000  # samples during which pairs are adjacent frames only
-    alpha_warp: float = 0.0  # weight of the self-warp terms (model.losses; 0: off, as in the paper)
-    warp_degrees: float = 45.0  # the self-warps: rotations up to this many degrees ...
-    warp_shift: float = 0.4  # ... and shifts up to this fraction of the half-width, per axis
-    alpha_distil: float = 0.0  # weight of L_distil (model.losses; 0: off, as in the paper) ...
-    distil_pairs: int = 16  # ... on this many pairs of each batch ...
-    distil_steps: int = 20  # ... whose render-optimal theta is this many Adam steps from T^Z's ...
-    distil_scan: float = 0.0  # ... after trying it turned further by up to this many degrees
-    n_digits: int = 1
-    n_backgrounds: int = 64
-    augment: bool = True  # dihedral + RGB permutation of training backgrounds
-    recolour: float = 0.0  # share of training backgrounds whose colours are redrawn (with augment)
-    start_turn: float = 0.0  # mnist: training videos start turned by up to +-this many degrees
-    train_only: str = ""  # comma-separated networks to train (e.g. "t_z"); the others frozen
-    bf16: bool = True  # autocast on CPU where supported (ignored on CUDA, which uses bf16 too)
-    dataset: str = "mnist"  # one of datasets.DATASETS (checkpoints from before it are mnist)
-    characters: int = 0  # sprites: only the first N characters of each split (0: all; for tests)
+
+    @classmethod
+    def from_dict(cls, config: dict) -> TrainConfig:
+        unknown = sorted(set(config) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"train config: unknown keys {unknown}; expected keys among "
+                             f"{[f.name for f in fields(cls)]}")
+        return cls(**config)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How long a stage trains, in total across resumes: a schedule of `steps` steps and/or
+    `minutes` (whichever ends first), stopped after `stop_at` steps if given (part way through)."""
+    steps: int | None = None
+    minutes: float | None = None
+    stop_at: int | None = None
+
+    def fraction(self, state: dict) -> float:
+        """How far through its schedule the run is, in [0, 1]."""
+        parts = [state["step"] / self.steps] if self.steps else []
+        parts += [state["elapsed"] / (60 * self.minutes)] if self.minutes else []
+        return max(parts)
+
+    def done(self, state: dict) -> bool:
+        return self.fraction(state) >= 1 or (self.stop_at is not None and state["step"] >= self.stop_at)
+
+
+# Schedules: small functions of where training is.
+
+def learning_rate(tcfg: TrainConfig, step: int, fraction: float) -> float:
+    """Linear warmup over warmup_steps, times a cosine from lr down to lr_final * lr at the end."""
+    warm = min(1.0, (step + 1) / tcfg.warmup_steps)
+    return tcfg.lr * warm * (tcfg.lr_final + (1 - tcfg.lr_final) * 0.5 * (1 + math.cos(math.pi * fraction)))
+
+
+def equiv_weight(tcfg: TrainConfig, samples: int) -> float:
+    """a_equiv: 0 until equiv_start samples, then a linear ramp to alpha_equiv over equiv_ramp."""
+    return tcfg.alpha_equiv * min(1.0, max(0.0, samples - tcfg.equiv_start) / tcfg.equiv_ramp)
+
+
+def char_dropout(tcfg: TrainConfig, samples: int) -> float:
+    """The share of renders made without the character, falling linearly to 0."""
+    return tcfg.char_dropout * max(0.0, 1 - samples / tcfg.char_dropout_until)
+
+
+def near_pairs(tcfg: TrainConfig, samples: int) -> bool:
+    """Whether pairs are adjacent frames only (small motions first)."""
+    return samples < tcfg.near_until
 
 
 def pick_device() -> torch.device:
@@ -99,166 +137,158 @@ def decomposition(model: SceneModel, x: torch.Tensor, autocast) -> list[torch.Te
         return [model.g(torch.zeros_like(z), b), model.g(z, torch.zeros_like(b))]
 
 
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--minutes", type=float, help="time budget (total, across resumes)")
-    p.add_argument("--steps", type=int, help="step budget (total, across resumes)")
-    p.add_argument("--sample-every", type=float, default=300, help="seconds between samples/val")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--init-from", type=Path, help="start from this checkpoint's weights (a new run: "
-                   "own step count, schedule and optimiser; extra decoder layers start as identity)")
-    for f, v in asdict(ModelConfig()).items():
-        if isinstance(v, bool):
-            p.add_argument("--" + f.replace("_", "-"), action=argparse.BooleanOptionalAction, default=v)
-        else:
-            p.add_argument("--" + f.replace("_", "-"), type=type(v), default=v)
-    for f, v in asdict(TrainConfig()).items():
-        if isinstance(v, bool):
-            p.add_argument("--" + f.replace("_", "-"), action=argparse.BooleanOptionalAction, default=v)
-        elif f == "dataset":
-            p.add_argument("--dataset", choices=DATASETS, default=v)
-        else:
-            p.add_argument("--" + f.replace("_", "-"), type=type(v), default=v)
-    args = p.parse_args(argv)
-    if args.minutes is None and args.steps is None:
-        p.error("give a budget: --minutes and/or --steps")
-    unknown = set(filter(None, args.train_only.split(","))) - {"f_c", "f_b", "t_z", "g"}
-    if unknown:
-        p.error(f"--train-only {args.train_only!r}: expected names among f_c, f_b, t_z, g")
-    command = "python -m train.train " + shlex.join(sys.argv[1:] if argv is None else argv)
+def provenance(path: Path, ckpt: dict) -> dict:
+    """What a run started from: the source checkpoint and how it was made."""
+    return {"path": str(path), "command": ckpt.get("command"), "recipe": ckpt.get("recipe"),
+            "stage": ckpt.get("stage"), "step": ckpt["step"], "samples": ckpt["samples"],
+            "minutes": round(ckpt["elapsed"] / 60, 1), "init_from": ckpt.get("init_from")}
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    last = args.out / "last.pt"
-    ckpt = read_checkpoint(last) if last.exists() else None
-    init_from = None  # provenance of the weights a run started from
-    if ckpt:  # a resumed run keeps its configuration
-        cfg, tcfg = ModelConfig.from_dict(ckpt["model_config"]), TrainConfig(**ckpt["train_config"])
-        init_from = ckpt.get("init_from")
-        print(f"resuming {last} at step {ckpt['step']} ({tcfg.dataset})", file=sys.stderr)
-    else:
-        cfg = ModelConfig(**{f: getattr(args, f) for f in asdict(ModelConfig())})
-        tcfg = TrainConfig(**{f: getattr(args, f) for f in asdict(TrainConfig())})
-    if args.threads:
-        torch.set_num_threads(args.threads)
 
+def train(out: Path, cfg: ModelConfig, tcfg: TrainConfig, budget: Budget, init_from: Path | None = None,
+          record: dict | None = None, sample_every: float = 300, data_dir: Path | None = None) -> dict:
+    """Train one stage into out/ (resuming out/last.pt, whose configs then hold) and return its
+    last checkpoint. init_from: a checkpoint whose weights a new run starts from (its own step
+    count, schedule and optimiser; extra decoder layers start as the identity). record: what the
+    checkpoint says made it (command, recipe, stage)."""
+    last = out / "last.pt"
     device = pick_device()
+    ckpt = read_checkpoint(last) if last.exists() else None
+    if ckpt:
+        cfg, tcfg = ModelConfig.from_dict(ckpt["model_config"]), TrainConfig.from_dict(ckpt["train_config"])
+        print(f"resuming {last} at step {ckpt['step']} ({tcfg.dataset})", file=sys.stderr)
+    train_set = pair_source(tcfg.dataset, "train", tcfg.n_backgrounds, tcfg.seed, tcfg.characters, data_dir)
+    val_set = pair_source(tcfg.dataset, "val", VAL_BACKGROUNDS, tcfg.seed, tcfg.characters, data_dir)
+    val_x1, val_x2, _ = val_set.sample_pairs(256, np.random.default_rng([tcfg.seed, 1]))
     torch.manual_seed(tcfg.seed)
     model = SceneModel(cfg).to(device, memory_format=torch.channels_last)  # faster convs
-    if tcfg.train_only:
-        model.requires_grad_(False)
-        for name in tcfg.train_only.split(","):
-            getattr(model, name).requires_grad_(True)
-    # Only what is trained: a frozen network then costs a forward pass, and for g a backward to
-    # its input.
-    opt = torch.optim.Adam([q for q in model.parameters() if q.requires_grad], lr=tcfg.lr)
+    opt = torch.optim.Adam(model.parameters(), lr=tcfg.lr)
     state = {"step": 0, "samples": 0, "elapsed": 0.0, "seed": tcfg.seed}
+    meta = {"command": None, "recipe": None, "stage": None, **(record or {}), "init_from": None}
     if ckpt:
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         state = {k: ckpt[k] for k in state}
-    elif args.init_from:
-        source, src = load_checkpoint(args.init_from)
+        meta = {k: ckpt.get(k) for k in meta}
+    elif init_from:
+        source, src = load_checkpoint(init_from)
         grow_from(model, source)
-        init_from = {"path": str(args.init_from), "command": src.get("command"), "step": src["step"],
-                     "samples": src["samples"], "minutes": round(src["elapsed"] / 60, 1),
-                     "init_from": src.get("init_from")}
-        print(f"starting from the weights of {args.init_from} (step {src['step']})", file=sys.stderr)
+        meta["init_from"] = provenance(init_from, src)
+        print(f"starting from the weights of {init_from} (step {src['step']})", file=sys.stderr)
 
-    train_set = pair_source(tcfg.dataset, "train", tcfg.n_backgrounds, tcfg.seed, tcfg.n_digits, tcfg.characters,
-                            tcfg.start_turn)
-    val_set = pair_source(tcfg.dataset, "val", VAL_BACKGROUNDS, tcfg.seed, tcfg.n_digits, tcfg.characters)
-    val_x1, val_x2, _ = val_set.sample_pairs(256, np.random.default_rng([tcfg.seed, 1]))
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16,
-                              enabled=tcfg.bf16 or device.type == "cuda")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16)
 
-    def budget_fraction() -> float:
-        parts = []
-        if args.minutes:
-            parts.append(state["elapsed"] / (60 * args.minutes))
-        if args.steps:
-            parts.append(state["step"] / args.steps)
-        return max(parts)
+    def checkpoint() -> dict:
+        saved = {"model": model.state_dict(), "optimizer": opt.state_dict(), **state,
+                 "model_config": cfg.to_dict(), "train_config": asdict(tcfg), "budget": asdict(budget), **meta}
+        save_checkpoint(last, saved)
+        return saved
 
+    @torch.no_grad()
     def validate() -> float:
-        model.eval()
-        with torch.no_grad(), autocast:
-            losses = [model.losses(a.to(device), b.to(device))["scene"].item()
-                      for a, b in zip(val_x1.split(64), val_x2.split(64))]
-        model.train()
-        return float(np.mean(losses))
+        with autocast:
+            return float(np.mean([model.losses(a.to(device), b.to(device))["scene"].item()
+                                  for a, b in zip(val_x1.split(64), val_x2.split(64))]))
 
-    log = (args.out / "log.jsonl").open("a")
-    bar = tqdm(total=None, initial=state["step"], unit="step", dynamic_ncols=True,
-               mininterval=1 if sys.stderr.isatty() else 60)
+    out.mkdir(parents=True, exist_ok=True)
+    log = (out / "log.jsonl").open("a")
+    bar = tqdm(initial=state["step"], unit="step", dynamic_ncols=True, mininterval=1 if sys.stderr.isatty() else 60)
     last_sample = time.perf_counter()
-    while budget_fraction() < 1:
+    while not budget.done(state):
         t0 = time.perf_counter()
         rng = np.random.default_rng([tcfg.seed, state["step"]])  # resumable stream
-        near = state["samples"] < tcfg.near_until
-        x1, x2, tx = train_set.sample_pairs(tcfg.batch, rng, max_gap=1 if near else None,
-                                            augment=tcfg.augment, recolour=tcfg.recolour)
-        x1 = x1.to(device, memory_format=torch.channels_last)
-        x2 = x2.to(device, memory_format=torch.channels_last)
+        x1, x2, tx = train_set.sample_pairs(tcfg.batch, rng, max_gap=1 if near_pairs(tcfg, state["samples"]) else None,
+                                            augment=True, recolour=tcfg.recolour)
+        x1, x2 = (x.to(device, memory_format=torch.channels_last) for x in (x1, x2))
         t_data = time.perf_counter() - t0
 
-        frac = budget_fraction()
-        warm = min(1.0, (state["step"] + 1) / tcfg.warmup_steps)
-        lr = tcfg.lr * warm * (tcfg.lr_final + (1 - tcfg.lr_final) * 0.5 * (1 + math.cos(math.pi * frac)))
+        lr = learning_rate(tcfg, state["step"], budget.fraction(state))
         for group in opt.param_groups:
             group["lr"] = lr
-        a_equiv = tcfg.alpha_equiv * min(1.0, max(0.0, state["samples"] - tcfg.equiv_start) / tcfg.equiv_ramp)
-        p_drop = tcfg.char_dropout * max(0.0, 1 - state["samples"] / tcfg.char_dropout_until)
+        a_equiv, p_drop = equiv_weight(tcfg, state["samples"]), char_dropout(tcfg, state["samples"])
         keep = (torch.rand(tcfg.batch, device=device) >= p_drop).float()
-        warp = None
-        if tcfg.alpha_warp:
-            warp = random_rigid(tcfg.batch, tcfg.warp_degrees, tcfg.warp_shift,
-                                torch.Generator().manual_seed(int(rng.integers(2**63)))).to(device)
-        distil = (tcfg.distil_pairs, tcfg.distil_steps, tcfg.distil_scan) if tcfg.alpha_distil else (0, 0, 0.0)
         with autocast:
-            out = model.losses(x1, x2, keep, warp, distil)
-        total = out["scene"] + a_equiv * out["equiv"] + tcfg.alpha_inv * out["inv"]
-        if tcfg.alpha_distil:
-            total = total + tcfg.alpha_distil * out["distil"]
-        if warp is not None:
-            total = total + tcfg.alpha_warp * (out["warp_theta"] + out["warp_equiv"])
+            losses = model.losses(x1, x2, keep)
+        total = losses["scene"] + a_equiv * losses["equiv"] + tcfg.alpha_inv * losses["inv"]  # eq. 4
         opt.zero_grad(set_to_none=True)
         total.backward()
         opt.step()
 
         dt = time.perf_counter() - t0
-        state["step"] += 1
-        state["samples"] += tcfg.batch
-        state["elapsed"] += dt
-        spread, corr = theta_stats(out["theta"].cpu(), tx)
-        record = {"step": state["step"], "samples": state["samples"], "elapsed": round(state["elapsed"], 2),
-                  "scene": out["scene"].item(), "equiv": out["equiv"].item(), "inv": out["inv"].item(),
-                  "lr": lr, "a_equiv": a_equiv, "char_dropout": p_drop, "tz_spread": spread, "tz_corr": corr,
-                  "samples_per_s": tcfg.batch / dt, "data_fraction": t_data / dt,
-                  **{k: out[k].item() for k in ("warp_theta", "warp_equiv", "distil") if k in out}}
+        state.update(step=state["step"] + 1, samples=state["samples"] + tcfg.batch, elapsed=state["elapsed"] + dt)
+        spread, corr = theta_stats(losses["theta"].cpu(), tx)
+        row = {"step": state["step"], "samples": state["samples"], "elapsed": round(state["elapsed"], 2),
+               **{k: losses[k].item() for k in ("scene", "equiv", "inv")}, "lr": lr, "a_equiv": a_equiv,
+               "char_dropout": p_drop, "tz_spread": spread, "tz_corr": corr,
+               "samples_per_s": tcfg.batch / dt, "data_fraction": t_data / dt}
         bar.update(1)
-        extra = {"warp": f"{record['warp_theta']:.4f}"} if warp is not None else {}
-        if "distil" in record:
-            extra["distil"] = f"{record['distil']:.5f}"
-        bar.set_postfix(scene=f"{record['scene']:.4f}", equiv=f"{record['equiv']:.3f}",
-                        inv=f"{record['inv']:.3f}", **extra,
+        bar.set_postfix(scene=f"{row['scene']:.4f}", equiv=f"{row['equiv']:.3f}", inv=f"{row['inv']:.3f}",
                         tz=f"{spread:.3f}" + ("" if corr is None else f"/{corr:+.2f}"),
-                        sps=f"{record['samples_per_s']:.0f}")
-        if time.perf_counter() - last_sample > args.sample_every or budget_fraction() >= 1:
+                        sps=f"{row['samples_per_s']:.0f}")
+        if time.perf_counter() - last_sample > sample_every or budget.done(state):
             last_sample = time.perf_counter()
-            record["val_scene"] = validate()
-            grid_image([x1, x2, out["render"], *decomposition(model, x1, autocast)],
-                       args.out / "samples.png")
-            save_checkpoint(last, {"model": model.state_dict(), "optimizer": opt.state_dict(), **state, "model_config": cfg.to_dict(), "train_config": asdict(tcfg), "command": command, "init_from": init_from})
-            tqdm.write(json.dumps({k: round(v, 5) if isinstance(v, float) else v
-                                   for k, v in record.items()}))
-        if state["step"] % 20 == 0 or "val_scene" in record:
-            log.write(json.dumps(record) + "\n")
+            row["val_scene"] = validate()
+            grid_image([x1, x2, losses["render"], *decomposition(model, x1, autocast)], out / "samples.png")
+            checkpoint()
+            tqdm.write(json.dumps({k: round(v, 5) if isinstance(v, float) else v for k, v in row.items()}))
+        if state["step"] % 20 == 0 or "val_scene" in row:
+            log.write(json.dumps(row) + "\n")
             log.flush()
-    save_checkpoint(last, {"model": model.state_dict(), "optimizer": opt.state_dict(), **state, "model_config": cfg.to_dict(), "train_config": asdict(tcfg), "command": command, "init_from": init_from})
     bar.close()
     print(f"done: {state['step']} steps, {state['samples']} samples, {state['elapsed'] / 60:.1f} min",
           file=sys.stderr)
+    return checkpoint()
+
+
+def add_config_options(p: argparse.ArgumentParser, config) -> None:
+    """One --option per field of a config dataclass, with its default."""
+    for f, v in asdict(config).items():
+        name = "--" + f.replace("_", "-")
+        if isinstance(v, bool):
+            p.add_argument(name, action=argparse.BooleanOptionalAction, default=v)
+        elif f == "dataset":
+            p.add_argument(name, choices=DATASETS, default=v)
+        else:
+            p.add_argument(name, type=type(v), default=v)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m train.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--steps", type=int, help="the schedule's length in steps (total, across resumes)")
+    p.add_argument("--minutes", type=float, help="the schedule's length in minutes (total, across resumes)")
+    p.add_argument("--stop-at", type=int, help="stop after this many steps, part way through the schedule")
+    p.add_argument("--sample-every", type=float, default=300, help="seconds between samples/val")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--data-dir", type=Path, help="the data directory holding mnist/ and lpc/ (train/data_dir.py)")
+    p.add_argument("--init-from", type=Path, help="start from this checkpoint's weights (a new run: "
+                   "own step count, schedule and optimiser; extra decoder layers start as identity)")
+    add_config_options(p, ModelConfig())
+    add_config_options(p, TrainConfig())
+    return p
+
+
+def configs(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfig]:
+    """The model and training configs that parsed options give."""
+    return (ModelConfig(**{f.name: getattr(args, f.name) for f in fields(ModelConfig)}),
+            TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)}))
+
+
+def main(argv=None) -> None:
+    p = parser()
+    args = p.parse_args(argv)
+    if args.minutes is None and args.steps is None:
+        p.error("give a budget: --steps and/or --minutes")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg, tcfg = configs(args)
+    command = "python -m train.train " + shlex.join(sys.argv[1:] if argv is None else argv)
+    try:
+        train(args.out, cfg, tcfg, Budget(args.steps, args.minutes, args.stop_at), args.init_from,
+              {"command": command}, args.sample_every, args.data_dir)
+    except EqsdkError as e:  # a missing data set or an unreadable checkpoint
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":
