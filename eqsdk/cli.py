@@ -184,6 +184,10 @@ def evaluation_lines(ev) -> list[str]:
                          + f" (bar {t.get('bar')})")
         elif number(t.get("ratio")):
             lines.append(f"{key} = {t['ratio']:.3f} (bar {t.get('bar')})")
+    checked = ev.get("with_motion_check") or {}
+    if hasattr(checked, "get") and hasattr(checked.get("ratios"), "items"):
+        lines.append("with --check-motion: " + ", ".join(
+            f"{k} = {v:.3f}" for k, v in checked["ratios"].items() if number(v)))
     return lines
 
 

@@ -23,6 +23,7 @@ import torch
 
 import eqsdk
 from eqsdk import verify
+from eqsdk.errors import EqsdkError
 from eqsdk.graphs import GRAPHS, resolve
 from eqsdk.manifest import GraphEntry, Golden, Manifest, frozen, read_manifest, training_record
 from eqsdk.verify import (GOLDEN_BATCH, GOLDEN_POOL, GOLDEN_SEED, GOLDEN_TOLERANCE, backend_runner,
@@ -165,9 +166,12 @@ def main(argv=None) -> None:
     p.add_argument("--eval", type=Path, help="metrics JSON from train.evaluate to record")
     p.add_argument("--force", action="store_true", help="replace an existing bundle")
     args = p.parse_args(argv)
-    evaluation = json.loads(args.eval.read_text()) if args.eval else None
-    manifest = export_bundle(args.checkpoint, args.out, args.name or args.out.name, evaluation,
-                             force=args.force)
+    try:
+        evaluation = json.loads(args.eval.read_text()) if args.eval else None
+        manifest = export_bundle(args.checkpoint, args.out, args.name or args.out.name, evaluation,
+                                 force=args.force)
+    except (EqsdkError, OSError, json.JSONDecodeError) as e:  # a bad checkpoint or metrics file
+        raise SystemExit(f"error: {e}") from None
     print(json.dumps(dict(manifest.parity), indent=2))
     print(f"wrote {args.out}", file=sys.stderr)
 

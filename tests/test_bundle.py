@@ -95,6 +95,12 @@ def test_unreadable_manifest_is_a_bundle_error(bundle, content, message):
         eqsdk.load(bundle)
 
 
+def test_a_huge_manifest_is_refused_unread(bundle):
+    (bundle / MANIFEST).write_bytes(b" " * (5 << 20))
+    with pytest.raises(eqsdk.BundleError, match=r"manifest.json: 5,242,880 bytes; expected a manifest of at most"):
+        eqsdk.load(bundle)
+
+
 def test_a_manifest_that_is_a_directory(bundle):
     (bundle / MANIFEST).unlink()
     (bundle / MANIFEST).mkdir()

@@ -91,6 +91,28 @@ def test_export_refuses_to_replace_a_bundle_without_force(tiny_bundle, tiny_chec
         export_bundle(tiny_checkpoint, tiny_bundle[0], "tiny")
 
 
+def test_export_of_a_missing_checkpoint_is_one_line(tmp_path):
+    from export.to_onnx import main
+
+    with pytest.raises(SystemExit, match=r"^error: .*nope.pt: no such checkpoint file$"):
+        main([str(tmp_path / "nope.pt"), "--out", str(tmp_path / "b")])
+    assert not (tmp_path / "b").exists()
+
+
+def test_export_records_the_recipe_and_golden_renders(tiny_checkpoint, tmp_path):
+    from export.to_onnx import export_bundle
+
+    ckpt = torch.load(tiny_checkpoint, weights_only=True)
+    path = tmp_path / "with-recipe.pt"
+    torch.save({**ckpt, "recipe": "recipes/tiny.toml"}, path)
+    manifest = export_bundle(path, tmp_path / "b", "tiny")
+    assert manifest.training.recipe == "recipes/tiny.toml"
+    assert set(manifest.golden.renders) == {"render", "compose"}
+    from eqsdk.verify import check_golden
+
+    assert check_golden(eqsdk.load(tmp_path / "b"))["render"] <= manifest.golden.tolerance
+
+
 def test_parity_check_detects_a_different_model(tiny_bundle):
     from train.model import SceneModel
     from tests.conftest import TINY
