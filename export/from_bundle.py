@@ -22,7 +22,7 @@ import onnx
 import torch
 from onnx import numpy_helper
 
-from eqsdk.bundle import MANIFEST
+from eqsdk.manifest import Manifest, read_manifest
 from export.to_onnx import TOLERANCE, check_parity
 from train.checkpoint import save_checkpoint
 from train.model import ModelConfig, SceneModel
@@ -74,12 +74,13 @@ def network_state(path: Path, module: torch.nn.Module) -> dict[str, torch.Tensor
     return state
 
 
-def from_bundle(bundle: Path) -> tuple[SceneModel, dict]:
+def from_bundle(bundle: Path) -> tuple[SceneModel, Manifest]:
     """The bundle's model rebuilt in PyTorch (eval mode) and its manifest."""
-    manifest = json.loads((bundle / MANIFEST).read_text())
-    model = SceneModel(ModelConfig.from_dict(manifest["config"]))
+    manifest = read_manifest(bundle)
+    model = SceneModel(ModelConfig.from_dict(dict(manifest.config)))
     for name in NETWORKS:
-        getattr(model, name).load_state_dict(network_state(bundle / f"{name}.onnx", getattr(model, name)))
+        getattr(model, name).load_state_dict(network_state(bundle / manifest.graphs[name].file,
+                                                           getattr(model, name)))
     return model.eval(), manifest
 
 
@@ -94,15 +95,16 @@ def main(argv=None) -> None:
     diffs = check_parity(model, args.bundle)  # every graph and a whole render, as export checks
     if max(diffs.values()) > TOLERANCE:
         sys.exit(f"rebuilt model differs from the bundle: {diffs} (tolerance {TOLERANCE})")
-    training = manifest["training"]
+    training = manifest.to_json().get("training") or {"step": 0, "samples": 0, "minutes": 0.0}
+    train_config = training.get("train_config") or {}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     # As train.train saves it, less the optimiser: a run resumed from it would start a new one;
     # use it with --init-from.
     save_checkpoint(args.out, {"model": model.state_dict(), "step": training["step"], "samples": training["samples"],
-                "elapsed": training["minutes"] * 60, "seed": training["train_config"]["seed"],
-                "model_config": manifest["config"], "train_config": training["train_config"],
-                "command": training["command"], "init_from": training.get("init_from"),
-                "from_bundle": str(args.bundle)})
+                "elapsed": training["minutes"] * 60, "seed": train_config.get("seed", 0),
+                "model_config": dict(manifest.config), "train_config": train_config,
+                "command": training.get("command"), "recipe": training.get("recipe"),
+                "init_from": training.get("init_from"), "from_bundle": str(args.bundle)})
     print(json.dumps({"out": str(args.out), "max_abs_diff": diffs}))
 
 
