@@ -50,6 +50,7 @@ class Training:
     """A training stage: how the weights were made, and the stage they started from."""
     command: str | None
     recipe: str | None  # the recipe file that replays the model, e.g. recipes/mnist.toml
+    stage: int | None  # which of the recipe's stages (from 1)
     step: int
     samples: int
     minutes: float
@@ -101,7 +102,7 @@ class Manifest:
 
 
 def training_json(t: Training) -> dict:
-    out = {"command": t.command, "recipe": t.recipe, "step": t.step, "samples": t.samples,
+    out = {"command": t.command, "recipe": t.recipe, "stage": t.stage, "step": t.step, "samples": t.samples,
            "minutes": t.minutes, "path": t.path, "train_config": t.train_config,
            "init_from": None if t.init_from is None else training_json(t.init_from)}
     return {k: v for k, v in out.items() if v is not None and v != {}}
@@ -251,9 +252,10 @@ def nested_shape(value) -> tuple | None:
 def parse_training(path: Path, f: Fields | None) -> Training | None:
     if f is None:
         return None
-    f.only("command", "recipe", "step", "samples", "minutes", "path", "train_config", "init_from")
+    f.only("command", "recipe", "stage", "step", "samples", "minutes", "path", "train_config", "init_from")
     return Training(
         command=f.get("command", str, optional=True), recipe=f.get("recipe", str, optional=True),
+        stage=f.get("stage", int, optional=True),
         step=f.get("step", int), samples=f.get("samples", int), minutes=f.get("minutes", float),
         path=f.get("path", str, optional=True),
         train_config=frozen(f.get("train_config", dict, optional=True, default={})),

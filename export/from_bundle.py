@@ -103,7 +103,7 @@ def main(argv=None) -> None:
     save_checkpoint(args.out, {"model": model.state_dict(), "step": training["step"], "samples": training["samples"],
                 "elapsed": training["minutes"] * 60, "seed": train_config.get("seed", 0),
                 "model_config": dict(manifest.config), "train_config": train_config,
-                "command": training.get("command"), "recipe": training.get("recipe"),
+                "command": training.get("command"), "recipe": training.get("recipe"), "stage": training.get("stage"),
                 "init_from": training.get("init_from"), "from_bundle": str(args.bundle)})
     print(json.dumps({"out": str(args.out), "max_abs_diff": diffs}))
 

@@ -126,7 +126,7 @@ def export_bundle(checkpoint: Path, out: Path, name: str, evaluation: dict | Non
         raise SystemExit(f"{out} exists and is not empty; pass --force to replace it")
     if training is None:
         training = {"command": ckpt.get("command"), "recipe": ckpt.get("recipe"),
-                    "step": ckpt["step"], "samples": ckpt["samples"],
+                    "stage": ckpt.get("stage"), "step": ckpt["step"], "samples": ckpt["samples"],
                     "minutes": round(ckpt["elapsed"] / 60, 1),
                     "train_config": ckpt.get("train_config"), "init_from": ckpt.get("init_from")}
     with tempfile.TemporaryDirectory() as tmp:  # build aside, then replace: never half a bundle

@@ -104,9 +104,12 @@ def test_export_records_the_recipe_and_golden_renders(tiny_checkpoint, tmp_path)
 
     ckpt = torch.load(tiny_checkpoint, weights_only=True)
     path = tmp_path / "with-recipe.pt"
-    torch.save({**ckpt, "recipe": "recipes/tiny.toml"}, path)
+    first = {"path": "runs/tiny/stage1/last.pt", "command": None, "recipe": "recipes/tiny.toml",
+             "stage": 1, "step": 5, "samples": 320, "minutes": 0.1, "init_from": None}
+    torch.save({**ckpt, "recipe": "recipes/tiny.toml", "stage": 2, "init_from": first}, path)
     manifest = export_bundle(path, tmp_path / "b", "tiny")
     assert manifest.training.recipe == "recipes/tiny.toml"
+    assert [(s.stage, s.step) for s in manifest.training.stages()] == [(2, 0), (1, 5)]
     assert set(manifest.golden.renders) == {"render", "compose"}
     from eqsdk.verify import check_golden
 
