@@ -12,6 +12,7 @@ import torch
 
 from eqsdk.bundle import read_manifest
 from export.from_bundle import NETWORKS, from_bundle
+from export.to_onnx import graph_modules
 from train.model import SceneModel
 
 
@@ -51,8 +52,7 @@ class Graphs:
     """The modules behind the five graphs, eager or compiled, called with the graphs' inputs."""
 
     def __init__(self, model: SceneModel, compile: bool = False):
-        modules = {"f_c": model.f_c, "f_b": model.f_b, "t_z": model.t_z, "g": model.g,
-                   "warp": model.t_z.move}
+        modules = graph_modules(model)
         # dynamic=False: one specialised kernel set per batch size, as a latency-minded user would.
         self.run = {k: torch.compile(m, dynamic=False) if compile else m for k, m in modules.items()}
 

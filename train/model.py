@@ -14,6 +14,15 @@ import torch.nn.functional as F
 from eqsdk import motion_check
 
 
+def config_from_dict(cls, values: dict):
+    """A config dataclass rebuilt from the plain dict a checkpoint or manifest stores it as."""
+    unknown = sorted(set(values) - {f.name for f in fields(cls)})
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown keys {unknown}; expected keys among "
+                         f"{[f.name for f in fields(cls)]}")
+    return cls(**values)
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     image_size: int = 64  # square RGB input and output
@@ -32,13 +41,7 @@ class ModelConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, config: dict) -> ModelConfig:
-        unknown = sorted(set(config) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"model config: unknown keys {unknown}; expected keys among "
-                             f"{[f.name for f in fields(cls)]}")
-        return cls(**config)
+    from_dict = classmethod(config_from_dict)
 
 
 class ResBlock(nn.Module):

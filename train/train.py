@@ -30,9 +30,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from eqsdk.errors import EqsdkError
-from train.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from train.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
 from train.datasets import DATASETS, VAL_BACKGROUNDS, pair_source
-from train.model import ModelConfig, SceneModel, grow_from
+from train.model import ModelConfig, SceneModel, config_from_dict, grow_from
 from train.moving_mnist import affine_inverse
 
 
@@ -55,13 +55,7 @@ class TrainConfig:
     char_dropout_until: int = 300_000  # ... falling linearly to 0 at this many samples
     near_until: int = 100_000  # samples during which pairs are adjacent frames only
 
-    @classmethod
-    def from_dict(cls, config: dict) -> TrainConfig:
-        unknown = sorted(set(config) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"train config: unknown keys {unknown}; expected keys among "
-                             f"{[f.name for f in fields(cls)]}")
-        return cls(**config)
+    from_dict = classmethod(config_from_dict)
 
 
 @dataclass(frozen=True)
@@ -154,7 +148,10 @@ def train(out: Path, cfg: ModelConfig, tcfg: TrainConfig, budget: Budget, init_f
     device = pick_device()
     ckpt = read_checkpoint(last) if last.exists() else None
     if ckpt:
-        cfg, tcfg = ModelConfig.from_dict(ckpt["model_config"]), TrainConfig.from_dict(ckpt["train_config"])
+        try:
+            cfg, tcfg = ModelConfig.from_dict(ckpt["model_config"]), TrainConfig.from_dict(ckpt["train_config"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{last}: not a checkpoint of train.train ({e})") from None
         print(f"resuming {last} at step {ckpt['step']} ({tcfg.dataset})", file=sys.stderr)
     train_set = pair_source(tcfg.dataset, "train", tcfg.n_backgrounds, tcfg.seed, tcfg.characters, data_dir)
     val_set = pair_source(tcfg.dataset, "val", VAL_BACKGROUNDS, tcfg.seed, tcfg.characters, data_dir)
