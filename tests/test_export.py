@@ -36,6 +36,7 @@ def test_graph_matches_pytorch_at_other_batch_sizes(tiny_bundle, tiny_checkpoint
             np.testing.assert_allclose(got[key], r.numpy(), atol=TOLERANCE, rtol=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("symmetric", [False, True])
 def test_rigid_tz_exports_with_parity(tmp_path, symmetric):
     from dataclasses import replace
@@ -99,6 +100,7 @@ def test_export_of_a_missing_checkpoint_is_one_line(tmp_path):
     assert not (tmp_path / "b").exists()
 
 
+@pytest.mark.slow
 def test_export_records_the_recipe_and_golden_renders(tiny_checkpoint, tmp_path):
     from export.to_onnx import export_bundle
 
@@ -136,6 +138,7 @@ def test_a_bundle_converts_back_to_the_checkpoint_it_was_exported_from(tiny_bund
         torch.testing.assert_close(got[k], want[k], rtol=0, atol=0, msg=k)
 
 
+@pytest.mark.slow
 def test_the_bundled_model_converts_to_a_checkpoint_that_trains_on(tmp_path):
     from export.from_bundle import main
 
