@@ -40,6 +40,8 @@ def read_rows(path: Path) -> list[tuple[str, dict]]:
     name = path.name
     if path.suffix.lower() not in (".csv", ".json"):
         raise InputError(f"jobs file {str(path)!r}: expected a .csv or .json file")
+    if path.is_dir():
+        raise InputError(f"jobs file {str(path)!r} is a directory; expected a .csv or .json file")
     if not path.is_file():
         raise InputError(f"jobs file {str(path)!r}: no such file")
     if path.stat().st_size > MAX_JOBS_FILE_BYTES:

@@ -191,7 +191,7 @@ def parse_shape(f: Fields, key: str) -> tuple:
     return tuple(shape)
 
 
-def parse_graph(path: Path, directory: Path, name: str, f: Fields, config: Mapping) -> GraphEntry:
+def parse_graph(directory: Path, name: str, f: Fields, config: Mapping) -> GraphEntry:
     f.only("file", "sha256", "doc", "inputs", "outputs")
     file = f.get("file", str)
     pure = PurePosixPath(file)
@@ -216,7 +216,7 @@ def parse_graph(path: Path, directory: Path, name: str, f: Fields, config: Mappi
     return GraphEntry(name, file, sha, f.get("doc", str, optional=True, default=""), **shapes)
 
 
-def parse_golden(path: Path, f: Fields | None, config: Mapping) -> Golden | None:
+def parse_golden(f: Fields | None, config: Mapping) -> Golden | None:
     if f is None:
         return None
     f.only("seed", "batch", "pool", "tolerance", "renders")
@@ -249,7 +249,7 @@ def nested_shape(value) -> tuple | None:
     return (len(value), *shapes.pop())
 
 
-def parse_training(path: Path, f: Fields | None) -> Training | None:
+def parse_training(f: Fields | None) -> Training | None:
     if f is None:
         return None
     f.only("command", "recipe", "stage", "step", "samples", "minutes", "path", "train_config", "init_from")
@@ -259,13 +259,13 @@ def parse_training(path: Path, f: Fields | None) -> Training | None:
         step=f.get("step", int), samples=f.get("samples", int), minutes=f.get("minutes", float),
         path=f.get("path", str, optional=True),
         train_config=frozen(f.get("train_config", dict, optional=True, default={})),
-        init_from=parse_training(path, f.sub("init_from", optional=True)))
+        init_from=parse_training(f.sub("init_from", optional=True)))
 
 
 def training_record(data: dict, source: Path) -> Training | None:
     """The Training of a JSON-like record (export: from a checkpoint at `source`)."""
     data = {k: v for k, v in plain(data or {}).items() if v is not None}
-    return parse_training(Path(source), Fields(Path(source), data, "training") if data else None)
+    return parse_training(Fields(Path(source), data, "training") if data else None)
 
 
 def parse_manifest(path: Path, data) -> Manifest:
@@ -296,7 +296,7 @@ def parse_manifest(path: Path, data) -> Manifest:
         raise graphs_f.error("missing", missing[0])
     graphs_f.only(*GRAPHS)
     directory = path.parent
-    graphs = {g: parse_graph(path, directory, g, graphs_f.sub(g), config) for g in GRAPHS}
+    graphs = {g: parse_graph(directory, g, graphs_f.sub(g), config) for g in GRAPHS}
     parity = top.get("parity_max_abs_diff", dict, optional=True, default={})
     for key, value in parity.items():
         if not is_kind(value, float):
@@ -308,8 +308,8 @@ def parse_manifest(path: Path, data) -> Manifest:
             raise top.error(f"{short(int8)}; expected names of graphs", "precision.int8")
     return Manifest(
         name=top.get("name", str), opset=top.get("opset", int), config=config,
-        graphs=MappingProxyType(graphs), golden=parse_golden(path, top.sub("golden", optional=True), config),
-        training=parse_training(path, top.sub("training", optional=True)),
+        graphs=MappingProxyType(graphs), golden=parse_golden(top.sub("golden", optional=True), config),
+        training=parse_training(top.sub("training", optional=True)),
         evaluation=frozen(top.get("evaluation", dict, optional=True, default={})),
         parity=MappingProxyType(dict(parity)), precision=frozen(precision), schema_version=version)
 
