@@ -2,7 +2,6 @@
 characters of each split (lpc's `limit` subsets, rendered into a temporary cache from the layer
 sheets in about a second each, so a clean clone needs no prebuilt cache)."""
 import json
-from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -13,7 +12,6 @@ from train.checkpoint import read_checkpoint
 from train.datasets import load_sprites
 from train.evaluate_sprites import evaluate
 from train.evaluate_sprites import main as evaluate_main
-from train.train import TrainConfig
 from train.train import main as train_main
 
 pytestmark = pytest.mark.data("lpc")

@@ -138,14 +138,11 @@ def provenance(path: Path, ckpt: dict) -> dict:
             "minutes": round(ckpt["elapsed"] / 60, 1), "init_from": ckpt.get("init_from")}
 
 
-def train(out: Path, cfg: ModelConfig, tcfg: TrainConfig, budget: Budget, init_from: Path | None = None,
-          record: dict | None = None, sample_every: float = 300, data_dir: Path | None = None) -> dict:
-    """Train one stage into out/ (resuming out/last.pt, whose configs then hold) and return its
-    last checkpoint. init_from: a checkpoint whose weights a new run starts from (its own step
-    count, schedule and optimiser; extra decoder layers start as the identity). record: what the
-    checkpoint says made it (command, recipe, stage)."""
+def start(out: Path, cfg: ModelConfig, tcfg: TrainConfig, init_from: Path | None, record: dict | None,
+          device: torch.device):
+    """The run in out/: resumed from out/last.pt (whose configs then hold), or new, from a random
+    start or from init_from's weights. -> configs, model, optimiser, state and provenance."""
     last = out / "last.pt"
-    device = pick_device()
     ckpt = read_checkpoint(last) if last.exists() else None
     if ckpt:
         try:
@@ -153,9 +150,6 @@ def train(out: Path, cfg: ModelConfig, tcfg: TrainConfig, budget: Budget, init_f
         except (KeyError, TypeError, ValueError) as e:
             raise CheckpointError(f"{last}: not a checkpoint of train.train ({e})") from None
         print(f"resuming {last} at step {ckpt['step']} ({tcfg.dataset})", file=sys.stderr)
-    train_set = pair_source(tcfg.dataset, "train", tcfg.n_backgrounds, tcfg.seed, tcfg.characters, data_dir)
-    val_set = pair_source(tcfg.dataset, "val", VAL_BACKGROUNDS, tcfg.seed, tcfg.characters, data_dir)
-    val_x1, val_x2, _ = val_set.sample_pairs(256, np.random.default_rng([tcfg.seed, 1]))
     torch.manual_seed(tcfg.seed)
     model = SceneModel(cfg).to(device, memory_format=torch.channels_last)  # faster convs
     opt = torch.optim.Adam(model.parameters(), lr=tcfg.lr)
@@ -171,13 +165,45 @@ def train(out: Path, cfg: ModelConfig, tcfg: TrainConfig, budget: Budget, init_f
         grow_from(model, source)
         meta["init_from"] = provenance(init_from, src)
         print(f"starting from the weights of {init_from} (step {src['step']})", file=sys.stderr)
+    return cfg, tcfg, model, opt, state, meta
 
+
+def train_step(model: SceneModel, opt, tcfg: TrainConfig, x1, x2, state: dict, fraction: float,
+               autocast) -> tuple[dict, dict]:
+    """One optimiser step on eq. 4 with the schedules where training is; -> the losses and the
+    scheduled values."""
+    scheduled = {"lr": learning_rate(tcfg, state["step"], fraction),
+                 "a_equiv": equiv_weight(tcfg, state["samples"]),
+                 "char_dropout": char_dropout(tcfg, state["samples"])}
+    for group in opt.param_groups:
+        group["lr"] = scheduled["lr"]
+    keep = (torch.rand(len(x1), device=x1.device) >= scheduled["char_dropout"]).float()
+    with autocast:
+        losses = model.losses(x1, x2, keep)
+    total = losses["scene"] + scheduled["a_equiv"] * losses["equiv"] + tcfg.alpha_inv * losses["inv"]
+    opt.zero_grad(set_to_none=True)
+    total.backward()
+    opt.step()
+    return losses, scheduled
+
+
+def train(out: Path, cfg: ModelConfig, tcfg: TrainConfig, budget: Budget, init_from: Path | None = None,
+          record: dict | None = None, sample_every: float = 300, data_dir: Path | None = None) -> dict:
+    """Train one stage into out/ and return its last checkpoint. init_from: a checkpoint whose
+    weights a new run starts from (its own step count, schedule and optimiser; extra decoder
+    layers start as the identity). record: what the checkpoint says made it (command, recipe,
+    stage)."""
+    device = pick_device()
+    cfg, tcfg, model, opt, state, meta = start(out, cfg, tcfg, init_from, record, device)
+    train_set = pair_source(tcfg.dataset, "train", tcfg.n_backgrounds, tcfg.seed, tcfg.characters, data_dir)
+    val_set = pair_source(tcfg.dataset, "val", VAL_BACKGROUNDS, tcfg.seed, tcfg.characters, data_dir)
+    val_x1, val_x2, _ = val_set.sample_pairs(256, np.random.default_rng([tcfg.seed, 1]))
     autocast = torch.autocast(device.type, dtype=torch.bfloat16)
 
     def checkpoint() -> dict:
         saved = {"model": model.state_dict(), "optimizer": opt.state_dict(), **state,
                  "model_config": cfg.to_dict(), "train_config": asdict(tcfg), "budget": asdict(budget), **meta}
-        save_checkpoint(last, saved)
+        save_checkpoint(out / "last.pt", saved)
         return saved
 
     @torch.no_grad()
@@ -193,30 +219,19 @@ def train(out: Path, cfg: ModelConfig, tcfg: TrainConfig, budget: Budget, init_f
     while not budget.done(state):
         t0 = time.perf_counter()
         rng = np.random.default_rng([tcfg.seed, state["step"]])  # resumable stream
-        x1, x2, tx = train_set.sample_pairs(tcfg.batch, rng, max_gap=1 if near_pairs(tcfg, state["samples"]) else None,
-                                            augment=True, recolour=tcfg.recolour)
+        near = near_pairs(tcfg, state["samples"])
+        x1, x2, tx = train_set.sample_pairs(tcfg.batch, rng, max_gap=1 if near else None, augment=True,
+                                            recolour=tcfg.recolour)
         x1, x2 = (x.to(device, memory_format=torch.channels_last) for x in (x1, x2))
         t_data = time.perf_counter() - t0
-
-        lr = learning_rate(tcfg, state["step"], budget.fraction(state))
-        for group in opt.param_groups:
-            group["lr"] = lr
-        a_equiv, p_drop = equiv_weight(tcfg, state["samples"]), char_dropout(tcfg, state["samples"])
-        keep = (torch.rand(tcfg.batch, device=device) >= p_drop).float()
-        with autocast:
-            losses = model.losses(x1, x2, keep)
-        total = losses["scene"] + a_equiv * losses["equiv"] + tcfg.alpha_inv * losses["inv"]  # eq. 4
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        opt.step()
-
+        losses, scheduled = train_step(model, opt, tcfg, x1, x2, state, budget.fraction(state), autocast)
         dt = time.perf_counter() - t0
         state.update(step=state["step"] + 1, samples=state["samples"] + tcfg.batch, elapsed=state["elapsed"] + dt)
+
         spread, corr = theta_stats(losses["theta"].cpu(), tx)
         row = {"step": state["step"], "samples": state["samples"], "elapsed": round(state["elapsed"], 2),
-               **{k: losses[k].item() for k in ("scene", "equiv", "inv")}, "lr": lr, "a_equiv": a_equiv,
-               "char_dropout": p_drop, "tz_spread": spread, "tz_corr": corr,
-               "samples_per_s": tcfg.batch / dt, "data_fraction": t_data / dt}
+               **{k: losses[k].item() for k in ("scene", "equiv", "inv")}, **scheduled,
+               "tz_spread": spread, "tz_corr": corr, "samples_per_s": tcfg.batch / dt, "data_fraction": t_data / dt}
         bar.update(1)
         bar.set_postfix(scene=f"{row['scene']:.4f}", equiv=f"{row['equiv']:.3f}", inv=f"{row['inv']:.3f}",
                         tz=f"{spread:.3f}" + ("" if corr is None else f"/{corr:+.2f}"),
