@@ -19,7 +19,7 @@ from eqsdk.graphs import GRAPHS, resolve
 
 MANIFEST = "manifest.json"
 SCHEMA_VERSION = 3  # 3: golden render, recipe; T^Z's motion check is a runtime option only
-MAX_MANIFEST_BYTES = 4 << 20  # shipped manifests are ~20 kB; refuse to parse a huge file
+MAX_MANIFEST_BYTES = 4 << 20  # shipped manifests are ~50 kB; refuse to parse a huge file
 EXPORT_HINT = "re-export it with: python -m export.to_onnx CHECKPOINT --out DIR"
 
 
