@@ -173,7 +173,7 @@ def corrupt_files(tmp: Path) -> dict[str, Path]:
     good = io.BytesIO()
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(good, "PNG")
     data = good.getvalue()
-    files = {"truncated.png": data[:len(data) // 2], "empty.png": b"",
+    files = {"truncated.png": data[:len(data) // 2], "empty.png": b"", "zero.png": png_bomb(0, 8),
              "garbled.png": data[:60] + bytes(len(data) - 60), "text.png": b"not a png at all"}
     for name, content in files.items():
         (tmp / name).write_bytes(content)
@@ -183,6 +183,7 @@ def corrupt_files(tmp: Path) -> dict[str, Path]:
 @pytest.mark.parametrize("name, says", [
     ("truncated.png", "corrupt or truncated"),
     ("empty.png", "not an image Pillow can read"),
+    ("zero.png", "not an image Pillow can read"),  # a header declaring 0x8 pixels
     ("garbled.png", "cannot read"),
     ("text.png", "not an image Pillow can read"),
 ])

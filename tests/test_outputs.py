@@ -180,6 +180,17 @@ def test_cli_numbers_are_checked_first_with_exit_2(extra, says, tmp_path, capsys
     assert listing(tmp_path) == []
 
 
+def test_cli_fits_a_clip_rate_the_output_cannot_hold(tmp_path, capsys):
+    pytest.importorskip("imageio_ffmpeg")
+    eqsdk.save_clip([np.asarray(Image.open(CHAR).convert("RGB"))] * 3, tmp_path / "fast.mp4", fps=200)
+    args = ["animate", "--char", str(CHAR), "--drive", str(tmp_path / "fast.mp4"), "-o", str(tmp_path / "out.gif")]
+    assert main(args) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == ("eqsdk: note: the driving clip's 200 fps is outside 0.1..100 for a gif output; "
+                      "writing 100 fps")
+    assert eqsdk.read_clip(tmp_path / "out.gif")[1] == 100
+
+
 # Signals.
 @pytest.fixture(scope="module")
 def long_drive(tmp_path_factory) -> Path:
