@@ -20,9 +20,9 @@ import numpy as np
 from eqsdk import motion_check
 from eqsdk.errors import InputError
 from eqsdk.images import ImageLike, ResizeWarning, to_array, to_uint8
+from eqsdk.manifest import Manifest
 
 BATCH = 32  # items per graph call in encode_* and compose: bounds memory, keeps batching's speed
-from eqsdk.manifest import Manifest
 
 
 @dataclass(frozen=True)
