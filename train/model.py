@@ -208,7 +208,8 @@ class Transform(nn.Module):
         return self.nearest_rigid(theta.float()) if self.rigid else theta
 
     def apply(self, theta, z):
-        """theta o z: warp the features z (B, C, F, F) by theta (B, 2, 3)."""
+        """theta o z: warp the features z (B, C, F, F) by theta (B, 2, 3) with a sampling grid and
+        grid_sample, as spatial transformers do (§4.1); the grid is built from plain ops."""
         grid = affine_grid(theta.to(z.dtype), self.base.to(z.dtype))
         return F.grid_sample(z, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
@@ -269,8 +270,10 @@ class SceneModel(nn.Module):
         self.g = Decoder(cfg)
 
     def forward(self, x_c, x_t1, x_t2, x_b, checked: bool = False):
-        """h(x_c, x_t1, x_t2, x_b) of §3: images (B, 3, S, S) -> image (B, 3, S, S). With `checked`,
-        T^Z's theta is first checked by the renderer (checked_theta), as eqsdk does when asked."""
+        """h(x_c, x_t1, x_t2, x_b) of §3: images (B, 3, S, S) -> image (B, 3, S, S). With x_c = x_t1 it
+        is eq. 2, x_t2 = g(T^Z f(x_t1)): eq. 1's equivariance T^X g(z) = g(T^Z z) put to use. With
+        `checked`, T^Z's theta is first checked by the renderer (checked_theta), as eqsdk does when
+        asked."""
         z_t1, z_t2, z_c = self.f_c(x_t1), self.f_c(x_t2), self.f_c(x_c)
         if not checked:
             *_, z_moved = self.t_z(z_t1, z_t2, z_c)

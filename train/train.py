@@ -180,7 +180,7 @@ def train_step(model: SceneModel, opt, tcfg: TrainConfig, x1, x2, state: dict, f
     keep = (torch.rand(len(x1), device=x1.device) >= scheduled["char_dropout"]).float()
     with autocast:
         losses = model.losses(x1, x2, keep)
-    total = losses["scene"] + scheduled["a_equiv"] * losses["equiv"] + tcfg.alpha_inv * losses["inv"]
+    total = losses["scene"] + scheduled["a_equiv"] * losses["equiv"] + tcfg.alpha_inv * losses["inv"]  # eq. 4
     opt.zero_grad(set_to_none=True)
     total.backward()
     opt.step()
