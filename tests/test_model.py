@@ -130,7 +130,7 @@ def test_growing_the_decoder_keeps_the_render(model):
 
 def test_starting_from_a_grown_decoder_keeps_its_extra_layers(model):
     grown = SceneModel(replace(TINY, decoder_extra=2))
-    for p in grown.g.parameters():  # trained extra layers, no longer the identity
+    for p in grown.g.parameters():  # trained extra layers, not the identity
         torch.nn.init.normal_(p, std=0.2)
     again = SceneModel(replace(TINY, decoder_extra=2))
     grow_from(again, grown)

@@ -26,7 +26,7 @@ def logged_stages(name: str) -> list[dict]:
 @pytest.mark.parametrize("name", ["mnist", "sprites", "sprites-bg"])
 def test_the_recipe_of_each_shipped_bundle_is_its_logged_stages(name):
     stages, logged = read_stages(REPO / "recipes" / f"{name}.toml"), logged_stages(name)
-    assert len(stages) == len(logged)
+    assert logged[-1]["recipe"] == f"recipes/{name}.toml" and len(stages) == len(logged)
     for (cfg, tcfg, budget), record in zip(stages, logged):
         args = parser().parse_args(shlex.split(record["command"])[3:])  # after "python -m train.train"
         assert (cfg, tcfg) == configs(args), record["command"]

@@ -1,5 +1,5 @@
 """The bundled sprites models (§4.4) end to end: they load by name, `eqsdk animate --model
-sprites` works on the shipped examples as the issue writes it, and animating the knight with
+sprites` works on the shipped examples, and animating the knight with
 another character's walk comes closer to the knight's true walk than not moving it at all."""
 from pathlib import Path
 
@@ -22,12 +22,13 @@ def test_sprite_models_load_by_name_with_their_provenance(name):
     m = r.manifest
     assert r.name == name and r.image_size == 64
     assert m.training.command.startswith("python -m train.train") and "sprites" in m.training.command
+    assert m.training.recipe == f"recipes/{name}.toml" and (Path(__file__).parents[1] / m.training.recipe).is_file()
     assert m.evaluation["checkpoint"]["dataset"] in ("sprites", "sprites-bg")
     assert r.render(char=SPRITES / "knight.png", bg=SPRITES / "knight.png",
                     anim=(SPRITES / "knight.png", SPRITES / "knight.png")).shape == (64, 64, 3)
 
 
-def test_animate_with_the_sprites_model_as_the_issue_writes_it(tmp_path, monkeypatch, capsys):
+def test_animate_with_the_sprites_model_on_the_shipped_examples(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     code = main(["animate", "--model", "sprites", "--char", str(SPRITES / "knight.png"),
                  "--drive", str(SPRITES / "walk_sequence.gif")])
