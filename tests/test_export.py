@@ -131,7 +131,7 @@ def test_a_bundle_converts_back_to_the_checkpoint_it_was_exported_from(tiny_bund
     from export.from_bundle import from_bundle
 
     model, manifest = from_bundle(tiny_bundle[0])
-    want = torch.load(tiny_checkpoint, weights_only=False)["model"]
+    want = torch.load(tiny_checkpoint, weights_only=True)["model"]
     got = model.state_dict()
     assert set(got) == set(want)
     for k in want:
