@@ -153,9 +153,12 @@ def array_to_image(a: np.ndarray, name: str) -> Image.Image:
     elif a.dtype == np.bool_:
         data = a.astype(np.uint8) * 255
     elif np.issubdtype(a.dtype, np.floating):
-        if not np.isfinite(a).all() or a.min() < 0 or a.max() > 1:
-            raise InputError(f"{name}: float array with values in "
-                             f"[{np.nanmin(a):.3g}, {np.nanmax(a):.3g}]; expected [0, 1]")
+        finite = np.isfinite(a)
+        if not finite.all() or a.min() < 0 or a.max() > 1:
+            values = a[finite]
+            got = f"values in [{values.min():.3g}, {values.max():.3g}]" if values.size else "no finite value"
+            got += "" if finite.all() or not values.size else " and nan or inf"
+            raise InputError(f"{name}: float array with {got}; expected [0, 1]")
         data = (a.astype(np.float32) * 255).round().astype(np.uint8)
     else:
         raise InputError(f"{name}: array of dtype {a.dtype}; expected uint8, uint16, bool or float "

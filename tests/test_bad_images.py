@@ -94,7 +94,8 @@ def saved(im: Image.Image, path: Path, fmt: str = "PNG") -> Path:
 def test_16_bit_grey_png_keeps_its_greys(tmp_path):
     levels = np.arange(0, 256, 4, dtype=np.uint16).reshape(8, 8)  # 0, 4, ..., 252
     path = saved(Image.fromarray(levels * 257), tmp_path / "grey16.png")
-    assert Image.open(path).mode in ("I;16", "I")
+    with Image.open(path) as im:
+        assert im.mode in ("I;16", "I")
     x = rgb(path)
     assert np.array_equal(x[..., 0], levels) and np.array_equal(x[..., 2], levels)
 
@@ -157,7 +158,8 @@ def test_array_dtypes_accepted(array, expected):
 @pytest.mark.parametrize("array, says", [
     (np.full((8, 8, 3), 200, np.int64), "dtype int64; expected uint8, uint16, bool or float"),
     (np.full((8, 8, 3), 1 + 1j), "dtype complex128"),
-    (np.full((8, 8), np.nan), r"expected \[0, 1\]"),
+    (np.full((8, 8), np.nan), r"float array with no finite value; expected \[0, 1\]"),
+    (np.array([[0.5, np.inf]]), r"values in \[0.5, 0.5\] and nan or inf; expected \[0, 1\]"),
     (np.full((8, 8), -0.5), r"values in \[-0.5, -0.5\]"),
     (np.zeros((3, 8, 8), np.uint8), r"channels first\? use a.transpose\(1, 2, 0\)"),
     (np.zeros((0, 8, 3), np.uint8), "expected at least 1x1"),
