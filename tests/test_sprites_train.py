@@ -51,7 +51,7 @@ def test_train_on_sprites_writes_a_checkpoint(checkpoints, dataset):
     assert (checkpoints[dataset] / "samples.png").exists()
 
 
-@pytest.mark.parametrize("options", [[], ["--backgrounds"]])
+@pytest.mark.parametrize("options", [[], ["--backgrounds"], ["--canvas", "grey"]])
 def test_evaluate_sprites_writes_well_formed_metrics(checkpoints, tmp_path, options):
     model = "sprites" if not options else "sprites-bg"
     evaluate_main([str(checkpoints[model] / "last.pt"), "--out", str(tmp_path), "--count", "60",

@@ -17,7 +17,7 @@ character split is lpc's fixed split: every sprites model is evaluated on the sa
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, Sequence
 
 import numpy as np
 import torch
@@ -36,13 +36,14 @@ class PairSource(Protocol):
                      ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray | None]: ...
 
 
-def load_sprites(split: str, n_backgrounds: int, characters: int = 0, data_dir: Path | None = None) -> lpc.Sprites:
+def load_sprites(split: str, n_backgrounds: int, characters: int = 0, canvas: Sequence[float] = lpc.WHITE,
+                 data_dir: Path | None = None) -> lpc.Sprites:
     """One split of the sprites (its first `characters` only if > 0, a quick subset that builds in
     seconds when the cache is missing) with n_backgrounds diamond backgrounds (0: none)."""
     bgs = None
     if n_backgrounds:
         bgs = torch.from_numpy(make_backgrounds(split, n_backgrounds, 0, lpc.CELL)).permute(0, 3, 1, 2).contiguous()
-    return lpc.Sprites(lpc.load_split(split, limit=characters or None, data_dir=data_dir), bgs)
+    return lpc.Sprites(lpc.load_split(split, limit=characters or None, data_dir=data_dir), bgs, canvas=canvas)
 
 
 class SpritePairs:

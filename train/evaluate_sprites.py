@@ -4,13 +4,14 @@ backgrounds) and OUT/analogies.png (Fig. 4/5).
 
     python -m train.evaluate_sprites runs/sprites/last.pt --out results/sprites
     python -m train.evaluate_sprites runs/sprites-bg/last.pt --out results/sprites-bg --backgrounds
+    python -m train.evaluate_sprites runs/sprites-bg/last.pt --out results/ours-bg --canvas grey
 
 Each example (Sprites.sample_analogies): test characters A != B, one animation and viewpoint, frames
-i != j; A and B on the white canvas, or with --backgrounds each on its own random test background
-(100 unseen ones).
+i != j; A and B on the plain canvas (white, or grey: 'Ours-BG'), or with --backgrounds each on its
+own random test background (100 unseen ones).
   Analogy           h(B_i, A_i, A_j, B_i) vs the true B_j
   B_i unchanged     B_i vs B_j (baseline: the input returned as it is)
-  Background alone  B's background (the white canvas without --backgrounds) vs B_j (baseline)
+  Background alone  B's background (the plain canvas without --backgrounds) vs B_j (baseline)
   Reconstruction    h(B_i, B_i, B_j, B_i) vs B_j: the model on B's own motion, the ceiling of its
                     analogies (not a baseline)
 MSE is per pixel: the mean over pixels and RGB channels of squared differences of 0-255 values
@@ -34,12 +35,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from matplotlib.colors import CSS4_COLORS, to_rgb  # noqa: E402
 
 from train import lpc  # noqa: E402
 from train.datasets import load_sprites  # noqa: E402
 from train.evaluate import summary  # noqa: E402
 from train.checkpoint import load_checkpoint  # noqa: E402
 
+CANVASES = {"white": lpc.WHITE, "grey": to_rgb(CSS4_COLORS["gray"])}  # grey: 128/255 (§4.4, 'Ours-BG')
 METHODS = {"analogy": "Analogy", "unchanged": "B_i unchanged", "background": "Background alone",
            "reconstruction": "Reconstruction"}
 BASELINES = ("unchanged", "background")
@@ -269,10 +272,14 @@ def main(argv=None) -> None:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--count", type=int, default=5000, help="analogies (about a fifth per animation)")
     p.add_argument("--backgrounds", action="store_true", help="A and B on random test backgrounds")
+    p.add_argument("--canvas", choices=CANVASES, default="white",
+                   help="plain canvas without --backgrounds (grey: a sprites-bg model as 'Ours-BG')")
     p.add_argument("--characters", type=int, default=0, help="only the first N test characters (0: all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", type=Path, help="the data directory holding lpc/ (train/data_dir.py)")
     args = p.parse_args(argv)
+    if args.backgrounds and args.canvas != "white":
+        p.error("--canvas is the plain canvas used without --backgrounds")
     command = "python -m train.evaluate_sprites " + shlex.join(sys.argv[1:] if argv is None else argv)
     t0 = time.time()
     model, ckpt = load_checkpoint(args.checkpoint)
@@ -283,8 +290,8 @@ def main(argv=None) -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
     n_backgrounds = lpc.DEFAULT_BACKGROUNDS["test"] if args.backgrounds else 0
-    sprites = load_sprites("test", n_backgrounds, args.characters, data_dir=args.data_dir)
-    setting = f"{n_backgrounds} test backgrounds" if args.backgrounds else "no backgrounds, white canvas"
+    sprites = load_sprites("test", n_backgrounds, args.characters, CANVASES[args.canvas], args.data_dir)
+    setting = (f"{n_backgrounds} test backgrounds" if args.backgrounds else f"no backgrounds, {args.canvas} canvas")
     args.out.mkdir(parents=True, exist_ok=True)
 
     per_example, animation = evaluate(model, sprites, args.count, np.random.default_rng([args.seed, 6]),
@@ -297,7 +304,7 @@ def main(argv=None) -> None:
     goals = targets(mse, args.backgrounds)
     metrics = {
         "split": "test", "setting": setting, "characters": len(sprites), "examples": args.count,
-        "backgrounds": n_backgrounds, "canvas": None if args.backgrounds else "white",
+        "backgrounds": n_backgrounds, "canvas": None if args.backgrounds else args.canvas,
         "units": "per-pixel MSE: mean over pixels and RGB of squared differences of 0-255 values",
         "methods": {"analogy": "h(B_i, A_i, A_j, B_i) vs B_j", "unchanged": "B_i vs B_j (baseline)",
                     "background": "B's background or plain canvas vs B_j (baseline)",
