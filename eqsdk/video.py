@@ -7,6 +7,7 @@ used, and save_clip writes each as it comes, so a clip of any length runs in fla
 from __future__ import annotations
 
 import math
+import operator
 import os
 import re
 import shutil
@@ -62,10 +63,12 @@ class Clip(Sequence):
         return self.frames_from(0)
 
     def __getitem__(self, k):
-        if isinstance(k, slice):
+        if isinstance(k, slice):  # one pass over the source, not one per frame
             start, stop, step = k.indices(self.count)
-            return list(islice(self.frames_from(start), 0, max(0, stop - start), step)) if step > 0 \
-                else [self[i] for i in range(start, stop, step)]
+            if step < 0:
+                return [self[i] for i in range(start, stop, step)]
+            return list(islice(self.frames_from(start), 0, max(0, stop - start), step))
+        k = operator.index(k)
         if not -self.count <= k < self.count:
             raise IndexError(f"frame {k} of a clip of {self.count}")
         return next(self.frames_from(k % self.count))
@@ -118,16 +121,16 @@ def read_folder(path: Path) -> Clip:
     if not files:
         raise InputError(f"drive {str(path)!r}: folder has no image files; expected frames "
                          "such as frame_0000.png, frame_0001.png, ...")
-    sizes = []
-    for p in files:  # headers only: formats and sizes before any work
-        with opened(p, "drive frame") as im:
-            sizes.append(im.size)
+    with opened(files[0], "drive frame") as im:
+        size = im.size
+    for p in files[1:]:  # every header is read now: formats and declared sizes before any work
+        with opened(p, "drive frame"):
+            pass
 
     def frames_from(start: int) -> Iterator[np.ndarray]:
         for p in files[start:]:
             yield np.asarray(to_rgb(open_image(p, "drive frame"), f"drive frame {str(p)!r}"))
 
-    size = sizes[0]
     return Clip(path, len(files), size, None, frames_from)
 
 
