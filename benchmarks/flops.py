@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from export.to_onnx import example_inputs, graph_modules
+
 # Graph calls of each path, as (graph, images or feature maps per render): f_c encodes three
 # images for a full render and two frames for a new motion (see eqsdk.renderer).
 PATHS = {
@@ -36,13 +38,9 @@ def count(fn, *args) -> int:
 
 
 def graph_flops(model) -> dict[str, int]:
-    """FLOPs of each graph on one input (batch 1)."""
-    cfg = model.cfg
-    s, c, f = cfg.image_size, cfg.channels, cfg.feature_size
-    x, z = torch.rand(1, 3, s, s), torch.randn(1, c, f, f)
-    theta = torch.tensor([[[1.0, 0, 0], [0, 1, 0]]])
-    return {"f_c": count(model.f_c, x), "f_b": count(model.f_b, x), "t_z": count(model.t_z, z, z, z),
-            "g": count(model.g, z, z), "warp": count(model.t_z.apply, theta, z)}
+    """FLOPs of each graph on one input (batch 1): the exporter's modules and example inputs."""
+    return {name: count(module, *example_inputs(name, model.cfg, batch=1).values())
+            for name, module in graph_modules(model).items()}
 
 
 def path_flops(per_graph: dict[str, int]) -> dict[str, int]:
@@ -69,7 +67,6 @@ def timed(fn) -> float:
 def ort_matmul(n: int, threads: int, integer: bool):
     """A one-node ONNX Runtime session: (n, n) @ constant (n, n), fp32 MatMul or u8 x s8
     MatMulInteger; returns a callable."""
-    import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
