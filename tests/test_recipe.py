@@ -2,6 +2,7 @@
 trains the stages in order, each from the one before, resumable."""
 import json
 import shlex
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ import pytest
 from eqsdk.bundle import bundle_dir
 from train.checkpoint import read_checkpoint
 from train.recipe import RecipeError, main, read_stages
-from train.train import configs, parser
+from train.train import configs, parser, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -80,3 +81,17 @@ def test_a_malformed_recipe_is_a_clear_error(tmp_path):
         read_stages(bad)
     with pytest.raises(RecipeError, match="not a recipe"):
         read_stages(tmp_path / "absent.toml")
+
+
+@pytest.mark.slow
+@pytest.mark.data("mnist")
+def test_the_first_steps_of_the_mnist_recipe_reproduce_its_logged_losses(tmp_path):
+    """Stage 1 from its random start: the losses at step 20 are those of the shipped model's log
+    (bf16 autocast on another CPU or thread count rounds a little differently)."""
+    cfg, tcfg, budget = read_stages(REPO / "recipes" / "mnist.toml")[0]
+    train(tmp_path, cfg, tcfg, replace(budget, stop_at=20), sample_every=1e9)
+    replayed = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()][0]
+    logged = json.loads((REPO / "results" / "mnist" / "train_log_stage1.jsonl").read_text().splitlines()[0])
+    assert replayed["step"] == logged["step"] == 20
+    for term in ("scene", "equiv", "inv", "lr"):
+        assert replayed[term] == pytest.approx(logged[term], rel=0.02), term
