@@ -226,7 +226,11 @@ def check_clip_output(path: str | os.PathLike, overwrite: bool = False) -> str:
         raise InputError(f"output {str(path)!r} exists; pass --force (overwrite=True) to replace it")
     check_place(path, directory=kind == "folder")
     if kind == "folder" and path.is_dir():  # its frames are replaced inside it
-        check_place(path / "frame_0000.png")
+        try:
+            os.remove(temp_beside(path / "frame_0000.png"))
+        except OSError as e:
+            raise InputError(f"output folder {str(path)!r}: cannot write in it "
+                             f"({e.strerror or reason(e)})") from None
     if kind == "video":
         imageio_v2()  # a missing extra fails now, not after the frames are computed
     return kind

@@ -76,6 +76,8 @@ def test_api_refuses_a_locked_directory_before_work(locked_dir):
                  lambda p: eqsdk.save_clip(never_read(), p / "frames")):
         with pytest.raises(InputError, match=f"output '{locked_dir}/.*': cannot write in '{locked_dir}'"):
             save(locked_dir)
+    with pytest.raises(InputError, match=f"output '{locked_dir}' is read-only; expected a folder"):
+        eqsdk.save_clip(never_read(), locked_dir, overwrite=True)  # frames into the folder itself
     assert listing(locked_dir) == []
 
 
