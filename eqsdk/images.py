@@ -57,6 +57,7 @@ def opened(path: str | os.PathLike, name: str) -> Iterator[Image.Image]:
     Decoding errors inside the block become an InputError naming the file."""
     path = Path(path)
     where = f"{name} {str(path)!r}"
+    check_name(path, where)
     if path.is_dir():
         raise InputError(f"{where} is a directory; expected an image file")
     if not path.exists():
@@ -89,8 +90,21 @@ def opened(path: str | os.PathLike, name: str) -> Iterator[Image.Image]:
 
 
 def reason(e: BaseException) -> str:
+    """One line on why a library call failed (an OSError's reason without the file name)."""
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
     text = str(e).splitlines()[0] if str(e) else ""
     return text or type(e).__name__
+
+
+def check_name(path: Path, where: str) -> None:
+    """Refuse a path the system cannot look up (a NUL byte, a name too long, a loop of links)."""
+    try:
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        pass  # a missing file is the caller's to report
+    except (OSError, ValueError) as e:
+        raise InputError(f"{where}: not a usable path ({reason(e)})") from None
 
 
 def open_image(path: str | os.PathLike, name: str) -> Image.Image:
@@ -241,6 +255,7 @@ def check_output(path: Path, overwrite: bool = False) -> str:
     """Validate an output file name and place before any work; returns Pillow's format for its
     extension."""
     path = Path(path)
+    check_name(path, f"output {str(path)!r}")
     if path.is_dir():
         raise InputError(f"output {str(path)!r} is a directory; expected a file name")
     if path.exists() and not overwrite:

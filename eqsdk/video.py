@@ -19,8 +19,8 @@ import numpy as np
 from PIL import GifImagePlugin, Image
 
 from eqsdk.errors import BackendError, InputError
-from eqsdk.images import (array_to_image, check_pixels, check_place, check_scale, open_image,
-                          opened, reason, temp_beside, to_rgb, upscale)
+from eqsdk.images import (array_to_image, check_name, check_pixels, check_place, check_scale,
+                          open_image, opened, reason, temp_beside, to_rgb, upscale)
 
 DEFAULT_FPS = 10.0
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi")  # those whose default codec (H.264) works
@@ -84,6 +84,7 @@ def read_clip(path: str | os.PathLike) -> tuple[Clip, float | None]:
     The source is checked when opened (readable, sizes, frame count); frames are decoded as
     they are used."""
     path = Path(path)
+    check_name(path, f"drive {str(path)!r}")
     if path.is_dir():
         return read_folder(path), None
     if not path.exists():
@@ -216,6 +217,7 @@ def check_clip_output(path: str | os.PathLike, overwrite: bool = False) -> str:
     """Validate a clip output and its place before any work; returns its kind (see
     output_kind)."""
     path = Path(path)
+    check_name(path, f"output {str(path)!r}")
     kind = output_kind(path)
     if kind == "folder" and path.exists() and not path.is_dir():
         raise InputError(f"output {str(path)!r} is a file; expected a folder name or {CLIP_OUTPUTS}")

@@ -206,6 +206,13 @@ def test_odd_paths(tmp_path):
         to_array(tmp_path / "pipe.png", 8)
     with pytest.raises(InputError, match="got bytes; expected a path"):
         to_array(b"char.png", 8)
+    (tmp_path / "loop.png").symlink_to(tmp_path / "loop.png")
+    for bad, says in (("loop.png", "Too many levels of symbolic links"), ("a\0b.png", "embedded null byte"),
+                      ("x" * 300 + ".png", "File name too long")):
+        with pytest.raises(InputError, match=f"not a usable path \\({says}\\)"):
+            to_array(tmp_path / bad, 8)
+        with pytest.raises(InputError, match=f"not a usable path \\({says}\\)"):
+            eqsdk.read_clip(tmp_path / bad)
 
 
 def test_zero_size_and_animated_stills(tmp_path):

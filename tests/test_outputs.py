@@ -96,6 +96,14 @@ def test_parent_that_is_a_file_and_sys(tmp_path):
             eqsdk.save_clip(never_read(), "/sys/eqsdk-out.gif")
 
 
+@pytest.mark.parametrize("name, says", [("o\0.png", "embedded null byte"), ("y" * 300 + ".gif", "File name too long")])
+def test_an_output_name_the_system_cannot_take(name, says, tmp_path):
+    save = eqsdk.save_image if name.endswith(".png") else eqsdk.save_clip
+    with pytest.raises(InputError, match=f"not a usable path \\({says}\\)"):
+        save(FRAMES[0] if save is eqsdk.save_image else never_read(), tmp_path / name)
+    assert listing(tmp_path) == []
+
+
 def test_an_extension_pillow_cannot_write_rgb_to(tmp_path):
     with pytest.raises(InputError, match="cannot hold an RGB image"):
         eqsdk.save_image(FRAMES[0], tmp_path / "out.xbm")
