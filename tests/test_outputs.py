@@ -137,6 +137,24 @@ def test_cli_on_a_read_only_file_system(tmp_path):
                           "(Read-only file system)\n")
 
 
+def test_a_full_disk_is_bad_input_and_leaves_nothing(tmp_path):
+    """A 64 KiB file system, private to one process: the clip does not fit."""
+    if shutil.which("unshare") is None or subprocess.run(
+            ["unshare", "-rm", "mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(tmp_path)],
+            capture_output=True).returncode:
+        pytest.skip("cannot mount a private file system here (unshare -rm)")
+    code = ("import os, sys, numpy as np, eqsdk\n"
+            "frames = np.random.default_rng(0).integers(0, 256, (40, 64, 64, 3), dtype=np.uint8)\n"
+            "try:\n"
+            f"    eqsdk.save_clip(frames, {str(tmp_path / 'out.gif')!r})\n"
+            "except eqsdk.InputError as e:\n"
+            "    print(e)\n"
+            f"print(os.listdir({str(tmp_path)!r}))\n")
+    script = f"mount -t tmpfs -o size=64k tmpfs {tmp_path} && exec {sys.executable} -c \"$0\""
+    run = subprocess.run(["unshare", "-rm", "sh", "-c", script, code], capture_output=True, text=True, timeout=120)
+    assert run.stdout.splitlines() == [f"output '{tmp_path}/out.gif': cannot write (No space left on device)", "[]"], run.stderr
+
+
 # Numbers.
 @pytest.mark.parametrize("fps", [math.nan, math.inf, -math.inf, 0.001, 0, -5, 101, True, "fast", None])
 def test_gif_fps_out_of_bounds_is_refused_before_work(fps, tmp_path):
