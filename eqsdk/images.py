@@ -30,9 +30,9 @@ ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray]
 MAX_PIXELS = 8192 * 8192  # an input's declared width x height; above it, refused undecoded
 MAX_SCALE = 32
 MAX_OUTPUT_PIXELS = 4096 * 4096  # an output image or clip frame after `scale`
-# What Pillow's decoders raise on a corrupt or truncated file, besides OSError.
+# What Pillow raises on a corrupt or truncated file: OSError, and more from its parsers.
 DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError,
-                 struct.error, zlib.error)
+                 struct.error, zlib.error, Image.DecompressionBombError)
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
 
