@@ -248,6 +248,15 @@ def test_truncated_or_corrupt_clips_are_input_errors(name, tmp_path):
         list(clip)
 
 
+def test_a_gif_frame_declaring_a_huge_size_is_an_input_error(tmp_path):
+    data = bytearray(gif_bytes(3))
+    descriptors = [i for i in range(len(data) - 9) if data[i] == 0x2C and data[i + 5:i + 9] == b"\x20\0\x20\0"]
+    data[descriptors[1] + 5:descriptors[1] + 9] = b"\xff\xff\xff\xff"  # frame 1: 65535x65535
+    (tmp_path / "huge.gif").write_bytes(data)
+    with pytest.raises(InputError, match="drive .*huge.gif'.*pixels"):
+        list(eqsdk.read_clip(tmp_path / "huge.gif")[0])
+
+
 def test_cli_refuses_a_truncated_clip_with_exit_2_and_writes_nothing(tmp_path, capsys):
     (tmp_path / "cut.gif").write_bytes(gif_bytes()[:-300])
     args = ["animate", "--char", str(CHAR), "--drive", str(tmp_path / "cut.gif"), "-o", str(tmp_path / "out.gif")]
