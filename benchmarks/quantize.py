@@ -217,7 +217,7 @@ def main(argv=None) -> None:
     quantize_bundle(bundle_dir(args.model), args.out, fp32, args.calibration)
     q = quality(fp32, eqsdk.load(args.out), args.examples)
     manifest = json.loads((args.out / MANIFEST).read_text())
-    manifest["evaluation"] = {"int8_quality": q}  # the fp32 figures no longer describe it
+    manifest["evaluation"] = {"int8_quality": q}  # the fp32 figures do not describe it
     (args.out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     for task in ("transformation", "background"):
         print(f"{task}: MSE {q[task]['fp32_vs_truth']['mean']:.5f} (fp32) -> "

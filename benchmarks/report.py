@@ -1,4 +1,4 @@
-"""The suite's results as the issue's targets (met / not met), a Markdown report and a plot."""
+"""The suite's results against its targets (met / not met), a Markdown report and a plot."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,7 +8,7 @@ from eqsdk import motion_check
 PATHS = ("full", "motion", "drive", "background")
 GRAPH_ROWS = ("graph:f_c", "graph:f_b", "graph:t_z", "graph:g", "graph:warp")
 BUSY_LOAD = 0.5  # a 1-minute load average above this before the start: something else was running
-BARS = {  # the issue's targets
+BARS = {  # the suite's targets
     "full_vs_pytorch": "full render, batch 1: median ≤ 0.5 × PyTorch eager median, p99 ≤ 1.5 × median",
     "motion_vs_full": "new-motion-only render, batch 1: median ≤ 0.3 × full render median",
     "throughput_vs_peak": "full render, batch 32: ≥ 70% of the measured FP32 peak",
@@ -37,7 +37,7 @@ def target(bar: str, measured: str, met: bool | None) -> dict:
 
 
 def targets(r: dict) -> dict:
-    """The issue's five targets, each {bar, measured, met}; met is None where the batch it needs
+    """The five targets, each {bar, measured, met}; met is None where the batch it needs
     was not measured."""
     ort, eager, peak = r["ort"], r["torch_eager"], r["peak"]["fp32_peak"]
     full1, eager1 = median(ort, 1, "full"), median(eager, 1, "full")

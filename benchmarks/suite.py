@@ -41,8 +41,9 @@ from benchmarks import flops, quantize, report, torch_reference
 from eqsdk.backends.ort_cpu import default_threads
 from eqsdk.bench import bench
 from eqsdk.bundle import bundle_dir
+from eqsdk.verify import TOLERANCE
 
-PARITY_TOLERANCE = 1e-4  # max abs difference, PyTorch vs eqsdk render (export/to_onnx.TOLERANCE)
+PARITY_TOLERANCE = TOLERANCE["fp32"]  # max abs difference, PyTorch vs eqsdk render
 
 
 def environment(threads: int) -> dict:

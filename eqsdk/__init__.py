@@ -4,7 +4,7 @@
     r = eqsdk.load()                                   # the bundled "mnist" model
     img = r.render(char="a.png", bg="b.png", anim=("p.png", "q.png"))  # (64, 64, 3) uint8
     frames, fps = eqsdk.read_clip("drive.gif")                        # a driving clip
-    eqsdk.save_clip(r.animate("a.png", "b.png", frames), "out.gif", fps)
+    eqsdk.save_clip(r.animate_iter("a.png", "b.png", frames), "out.gif", fps)  # streamed
 """
 from eqsdk.bundle import DEFAULT_MODEL, MODELS, load
 from eqsdk.errors import BackendError, BundleError, EqsdkError, InputError

@@ -11,7 +11,7 @@
     python -m examples.make_sprite_examples [--data-dir DIR]    (from the repository root)
 
 Deterministic: the characters are picked by their attributes from the fixed test split. The art
-is from the Liberated Pixel Cup (see README.md, "Credits").
+is from the Liberated Pixel Cup (see LICENSES/LPC-CREDITS.md).
 """
 import argparse
 from pathlib import Path

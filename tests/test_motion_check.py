@@ -50,7 +50,7 @@ def test_a_turn_must_render_clearly_better_to_be_kept():
 @pytest.fixture(scope="module")
 def far_turn():
     """A test digit turning in place from -27° to -54°, which the bundled T^Z under-reads
-    (README, "T^Z's reading"), and the bundled model as a torch model."""
+    (docs/design.md, "The optional motion check"), and the bundled model as a torch model."""
     data = MovingMNIST("test", n_digits=1, n_backgrounds=64, seed=0)
     digits = np.array([[1032], [1032]])
     states = np.array([[[32.0, 32.0, -27.0]], [[32.0, 32.0, -54.0]]])

@@ -299,7 +299,7 @@ def main(argv=None) -> None:
     p.add_argument("--split", default="test", choices=("test", "val"))
     p.add_argument("--data-dir", type=Path, help="the data directory holding mnist/ (train/data_dir.py)")
     p.add_argument("--checked", action="store_true", help="check T^Z's reading of each motion by "
-                   "rendering turns of it, as eqsdk does for a bundle exported with --check-motion")
+                   "rendering turns of it, as eqsdk does with check_motion=True (--check-motion)")
     args = p.parse_args(argv)
     command = "python -m train.evaluate " + shlex.join(sys.argv[1:] if argv is None else argv)
     t0 = time.time()
