@@ -62,11 +62,11 @@ class Renderer:
         return f"Renderer({self.name!r}, {s}x{s}, backend={self.backend.name!r}{check})"
 
     # Images in.
-    def images(self, images: ImageLike | Sequence[ImageLike], name: str) -> np.ndarray:
+    def _images(self, images: ImageLike | Sequence[ImageLike], name: str) -> np.ndarray:
         """One image or a sequence of them -> float32 (B, 3, S, S) in [0, 1]."""
-        return np.concatenate(list(self.batches(images, name)))
+        return np.concatenate(list(self._batches(images, name)))
 
-    def batches(self, images: ImageLike | Sequence[ImageLike], name: str,
+    def _batches(self, images: ImageLike | Sequence[ImageLike], name: str,
                 size: int = BATCH) -> Iterator[np.ndarray]:
         """One image or a sequence of them, `size` at a time -> float32 (<= size, 3, S, S)."""
         items = [images] if is_one_image(images) else list(images)
@@ -80,20 +80,20 @@ class Renderer:
     # Encoding: pay once per input.
     def encode_character(self, char: ImageLike | Sequence[ImageLike]) -> Encoding:
         """f_c of one image or a sequence of images."""
-        return self.encode(char, "char", "f_c", "character")
+        return self._encode(char, "char", "f_c", "character")
 
     def encode_background(self, bg: ImageLike | Sequence[ImageLike]) -> Encoding:
         """f_b of one image or a sequence of images."""
-        return self.encode(bg, "bg", "f_b", "background")
+        return self._encode(bg, "bg", "f_b", "background")
 
-    def encode(self, images: ImageLike | Sequence[ImageLike], name: str, graph: str, kind: str) -> Encoding:
+    def _encode(self, images: ImageLike | Sequence[ImageLike], name: str, graph: str, kind: str) -> Encoding:
         """`graph` (f_c or f_b) on the images, BATCH at a time: features (N, C, 16, 16) in one tensor."""
         b, single = self.backend, is_one_image(images)
         items = [images] if single else list(images)
-        parts = (b.run(graph, x=b.upload(x))["z"] for x in self.batches(images if single else items, name))
-        return Encoding(kind, self.gather(parts, len(items)), len(items), single)
+        parts = (b.run(graph, x=b.upload(x))["z"] for x in self._batches(images if single else items, name))
+        return Encoding(kind, self._gather(parts, len(items)), len(items), single)
 
-    def gather(self, parts: Iterator, n: int):
+    def _gather(self, parts: Iterator, n: int):
         """The batches' features as one tensor of n items. Host arrays are copied into place as
         they come, so the peak is the result and one batch, not twice the result (10,000
         characters' features take 655 MB)."""
@@ -111,7 +111,7 @@ class Renderer:
                       end: ImageLike | Sequence[ImageLike]) -> Encoding:
         """T^Z's theta for the motion from `start` to `end` (one pair, or two equal-length
         sequences of frames)."""
-        x1, x2 = self.images(start, "start"), self.images(end, "end")
+        x1, x2 = self._images(start, "start"), self._images(end, "end")
         if len(x1) != len(x2):
             raise InputError(f"motion: {len(x1)} start and {len(x2)} end frames; expected as many of each")
         theta, origin = self.motion_arrays(x1, x2)
@@ -122,9 +122,9 @@ class Renderer:
         host (32 bytes a motion)."""
         b = self.backend
         z_t1, z_t2 = b.split(b.run("f_c", x=b.upload(np.concatenate([x_t1, x_t2])))["z"], 2)
-        return self.read_motion(z_t1, z_t2, x_t2)
+        return self._read_motion(z_t1, z_t2, x_t2)
 
-    def read_motion(self, z_t1, z_t2, x_t2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _read_motion(self, z_t1, z_t2, x_t2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """T^Z's theta and origin on the host for the features of the frames, checked against
         the end frame x_t2 (B, 3, S, S) where the renderer checks motions."""
         b = self.backend
@@ -132,10 +132,10 @@ class Renderer:
         out = b.run("t_z", z_t1=z_t1, z_t2=z_t2, z_c=z_t1)
         theta, origin = b.download(out["theta"]), b.download(out["origin"])
         if self.check_motion:
-            theta = self.checked_theta(theta, origin, z_t1, z_t2, x_t2)
+            theta = self._checked_theta(theta, origin, z_t1, z_t2, x_t2)
         return theta, origin
 
-    def checked_theta(self, theta: np.ndarray, origin: np.ndarray, z_t1, z_t2, x_t2: np.ndarray) -> np.ndarray:
+    def _checked_theta(self, theta: np.ndarray, origin: np.ndarray, z_t1, z_t2, x_t2: np.ndarray) -> np.ndarray:
         """eqsdk.motion_check: theta (B, 2, 3), or the turn of it about the character whose render
         of the end frame, g(theta' o z_t1 + f_b(x_t2)), is clearly closer to x_t2. One batch of
         K = 1 + 2 SCAN / STEP candidates per motion through the warp and g graphs."""
@@ -150,13 +150,13 @@ class Renderer:
         losses = np.square(renders.reshape(k, n, -1) - x_t2.reshape(1, n, -1)).mean(-1)
         return tries[motion_check.choose(losses), np.arange(n)]
 
-    def moved(self, z_c, z_t1, z_t2, x_t2: np.ndarray):
+    def _moved(self, z_c, z_t1, z_t2, x_t2: np.ndarray):
         """z_c moved as the character moved from z_t1 to z_t2, about its own centre: the t_z graph
         alone, or T^Z's checked theta through the warp graph."""
         b = self.backend
         if not self.check_motion:
             return b.run("t_z", z_t1=z_t1, z_t2=z_t2, z_c=z_c)["z_moved"]
-        theta, origin = self.read_motion(z_t1, z_t2, x_t2)
+        theta, origin = self._read_motion(z_t1, z_t2, x_t2)
         return b.run("warp", theta=b.upload(theta), origin=b.upload(origin), z_c=z_c)["z_moved"]
 
     # Composing: only the transform-apply and g run.
@@ -178,11 +178,11 @@ class Renderer:
         out = np.empty((n, s, s, 3), np.uint8)
         for k in range(0, n, BATCH):
             stop = min(n, k + BATCH)
-            parts = (self.rows(e, k, stop) for e in (character, motion, background))
+            parts = (self._rows(e, k, stop) for e in (character, motion, background))
             out[k:stop] = to_uint8(self.compose_arrays(*parts, stop - k))
         return out[0] if character.single and motion.single and background.single else out
 
-    def rows(self, e: Encoding, start: int, stop: int) -> Encoding:
+    def _rows(self, e: Encoding, start: int, stop: int) -> Encoding:
         """Items start:stop of an encoding of N; an encoding of one item is shared as it is."""
         if e.count == 1:
             return e
@@ -207,7 +207,7 @@ class Renderer:
         if isinstance(anim, (str, bytes)) or is_one_image(anim) or len(anim) != 2:
             got = "a single image" if is_one_image(anim) else f"{len(anim)} images"
             raise InputError(f"anim: expected 2 images (start, end of the motion), got {got}")
-        x = [self.images(src, name) for src, name in
+        x = [self._images(src, name) for src, name in
              ((char, "char"), (anim[0], "anim[0]"), (anim[1], "anim[1]"), (bg, "bg"))]
         return to_uint8(self.render_arrays(*x)[0])
 
@@ -219,7 +219,7 @@ class Renderer:
         b = self.backend
         z_c, z_t1, z_t2 = b.split(b.run("f_c", x=b.upload(np.concatenate([x_c, x_t1, x_t2])))["z"], 3)
         z_b = b.run("f_b", x=b.upload(x_b))["z"]
-        z_moved = self.moved(z_c, z_t1, z_t2, x_t2)
+        z_moved = self._moved(z_c, z_t1, z_t2, x_t2)
         return b.download(b.run("g", z_char=z_moved, z_bg=z_b)["image"])
 
     def drive(self, character: Encoding, background: Encoding, start: np.ndarray | Encoding,
@@ -234,7 +234,7 @@ class Renderer:
             z_t2 = b.run("f_c", x=b.upload(end))["z"]
         else:
             z_t1, z_t2 = b.split(b.run("f_c", x=b.upload(np.concatenate([start, end])))["z"], 2)
-        z_moved = self.moved(b.repeat(character.data, n // character.count), z_t1, z_t2, end)
+        z_moved = self._moved(b.repeat(character.data, n // character.count), z_t1, z_t2, end)
         return b.download(b.run("g", z_char=z_moved, z_bg=b.repeat(background.data, n // background.count))["image"])
 
     # A whole sequence.
@@ -260,11 +260,11 @@ class Renderer:
         if first is None:
             raise InputError("drive: got no frames; expected a sequence of at least one image")
         character, background = self.encode_character(char), self.encode_background(bg)
-        x0 = self.images(first, "drive[0]")  # says so if the clip gets resized ...
+        x0 = self._images(first, "drive[0]")  # says so if the clip gets resized ...
         reference = Encoding("character", self.backend.run("f_c", x=self.backend.upload(x0))["z"], 1, True)
-        return self.frames(character, background, reference, chain([first], frames), batch, total, progress)
+        return self._frames(character, background, reference, chain([first], frames), batch, total, progress)
 
-    def frames(self, character: Encoding, background: Encoding, reference: Encoding,
+    def _frames(self, character: Encoding, background: Encoding, reference: Encoding,
                drive: Iterator[ImageLike], batch: int, total: int | None, progress) -> Iterator[np.ndarray]:
         done = 0
         while part := list(islice(drive, batch)):
