@@ -70,16 +70,11 @@ def check_json_path(path: Path, overwrite: bool) -> None:
 
 def write_json(reports: list[dict], path: Path, overwrite: bool) -> None:
     """Atomically: a temporary file beside `path`, then renamed onto it."""
-    from eqsdk.images import temp_beside
+    from eqsdk.images import replacing
 
     check_json_path(path, overwrite)
-    tmp = temp_beside(path)
-    try:
+    with replacing(path) as tmp:
         tmp.write_text(json.dumps(reports, indent=2) + "\n")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def stats(seconds: np.ndarray) -> dict:

@@ -290,6 +290,19 @@ def temp_beside(path: Path, directory: bool = False) -> Path:
     raise OSError(f"cannot create a temporary file beside {path}")
 
 
+@contextmanager
+def replacing(path: Path) -> Iterator[Path]:
+    """Atomic writing, said once: a temporary file beside `path` to write in the block; renamed
+    onto `path` when the block ends, removed when it raises (or the process is interrupted)."""
+    tmp = temp_beside(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.lexists(tmp):
+            os.remove(tmp)
+
+
 def save_image(image: np.ndarray, path: str | os.PathLike, overwrite: bool = False,
                scale: int = 1) -> Path:
     """Write an image ((H, W, 3) uint8, or any array `to_array` takes); the format follows the
@@ -299,13 +312,9 @@ def save_image(image: np.ndarray, path: str | os.PathLike, overwrite: bool = Fal
     im = array_to_image(np.asarray(image), "image")
     scale = check_scale(scale, im.size)
     fmt = check_output(path, overwrite)
-    tmp = temp_beside(path)
     try:
-        upscale(im.convert("RGB"), scale).save(tmp, format=fmt)
-        os.replace(tmp, path)
+        with replacing(path) as tmp:
+            upscale(im.convert("RGB"), scale).save(tmp, format=fmt)
     except OSError as e:  # a full disk, a place that changed since it was checked
         raise InputError(f"output {str(path)!r}: cannot write ({e.strerror or reason(e)})") from None
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path

@@ -20,7 +20,7 @@ from PIL import GifImagePlugin, Image
 
 from eqsdk.errors import BackendError, InputError
 from eqsdk.images import (array_to_image, check_name, check_pixels, check_place, check_scale,
-                          open_image, opened, reason, temp_beside, to_rgb, upscale)
+                          open_image, opened, reason, replacing, temp_beside, to_rgb, upscale)
 
 DEFAULT_FPS = 10.0
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi")  # those whose default codec (H.264) works
@@ -286,15 +286,11 @@ def save_clip(frames: Iterable[np.ndarray], path: str | os.PathLike, fps: float 
     if kind == "folder":
         write_folder(rgb(), path)
         return path
-    tmp = temp_beside(path)
     try:
-        (write_gif if kind == "gif" else write_video)(rgb(), tmp, fps)
-        os.replace(tmp, path)
+        with replacing(path) as tmp:
+            (write_gif if kind == "gif" else write_video)(rgb(), tmp, fps)
     except OSError as e:  # a full disk, a place that changed since it was checked
         raise InputError(f"output {str(path)!r}: cannot write ({e.strerror or reason(e)})") from None
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 

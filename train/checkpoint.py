@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from eqsdk.errors import InputError
+from eqsdk.images import replacing
 from train.model import ModelConfig, SceneModel
 
 
@@ -19,9 +20,8 @@ class CheckpointError(InputError):
 
 def save_checkpoint(path: Path, checkpoint: dict) -> None:
     """Write atomically: a run killed while saving leaves the previous checkpoint whole."""
-    tmp = path.with_suffix(".tmp")
-    torch.save(checkpoint, tmp)
-    tmp.replace(path)
+    with replacing(path) as tmp:
+        torch.save(checkpoint, tmp)
 
 
 def read_checkpoint(path: Path) -> dict:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ import numpy as np
 
 from eqsdk.backends.base import Backend, DeviceArray, check_interface
 from eqsdk.errors import BackendError
+from eqsdk.images import replacing
 from eqsdk.graphs import GRAPHS
 from eqsdk.manifest import Manifest
 
@@ -161,9 +161,8 @@ def fp16_onnx(onnx_bytes: bytes) -> bytes:
 def write_atomic(path: Path, data: bytes) -> None:
     """Write, then rename into place: a reader (another process) never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as f:
-        f.write(data)
-    os.replace(f.name, path)
+    with replacing(path) as tmp:
+        tmp.write_bytes(data)
 
 
 class Allocation:
