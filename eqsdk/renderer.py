@@ -3,9 +3,9 @@
 Each input can be encoded once and reused: a character (f_c), a background (f_b), a motion
 (T^Z's theta on a pair of frames, and where the character was). `compose` then re-runs only the
 transform-apply and g. Any number of items runs in batches of BATCH, so memory stays flat:
-`compose` fills one uint8 output array, `animate_iter` yields frames one at a time. A motion acts about the moved character's own centre, as it acted about the
-driving character's. With check_motion=True, T^Z's reading of a motion is checked by the renderer
-first (eqsdk.motion_check).
+`compose` fills one uint8 output array, `animate_iter` yields frames one at a time. A motion acts
+about the moved character's own centre, as it acted about the driving character's. With
+check_motion=True, T^Z's reading of a motion is checked by the renderer first (eqsdk.motion_check).
 """
 from __future__ import annotations
 
