@@ -4,6 +4,8 @@ clip with the same background, and the ground-truth motion T^X where the dataset
     mnist       Moving MNIST on diamond backgrounds (§4.3); T^X known
     sprites     LPC sprites on a white canvas (§4.4); no T^X (the motion is categorical)
     sprites-bg  LPC sprites on diamond backgrounds (§4.2, §4.4); no T^X
+    lpc-open    open LPC characters from the whole layer set (train/lpc_open.py) on a white canvas
+    lpc-open-bg the same on diamond backgrounds
 
 Every source has sample_pairs(count, rng, max_gap=None, augment=False, recolour=0.0) -> (x1, x2,
 tx): x1, x2 (B, 3, 64, 64) in [0, 1] and tx (B, N, 2, 3) or None. augment recolours and
@@ -22,11 +24,11 @@ from typing import Protocol, Sequence
 import numpy as np
 import torch
 
-from train import lpc
+from train import lpc, lpc_open
 from train.backgrounds import make_backgrounds
 from train.moving_mnist import MovingMNIST
 
-DATASETS = ("mnist", "sprites", "sprites-bg")
+DATASETS = ("mnist", "sprites", "sprites-bg", "lpc-open", "lpc-open-bg")
 VAL_BACKGROUNDS = 64  # validation backgrounds of every dataset
 
 
@@ -68,4 +70,8 @@ def pair_source(dataset: str, split: str, n_backgrounds: int, seed: int = 0, cha
         return SpritePairs(load_sprites(split, 0, characters, data_dir=data_dir), with_backgrounds=False)
     if dataset == "sprites-bg":
         return SpritePairs(load_sprites(split, n_backgrounds, characters, data_dir=data_dir), with_backgrounds=True)
+    if dataset in ("lpc-open", "lpc-open-bg"):
+        bg = dataset == "lpc-open-bg"
+        sprites = lpc_open.OpenSprites.load(split, n_backgrounds if bg else 0, characters=characters, data_dir=data_dir)
+        return SpritePairs(sprites, with_backgrounds=bg)
     raise ValueError(f"dataset {dataset!r}: expected one of {DATASETS}")
