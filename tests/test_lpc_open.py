@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from train import lpc
 from train import lpc_open as lo
@@ -181,3 +182,18 @@ def test_train_runs_on_the_open_dataset(tmp_path):
     assert ckpt["step"] == 2 and ckpt["train_config"]["dataset"] == "lpc-open"
     records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert records[-1]["step"] == 2 and np.isfinite(records[-1]["val_scene"])
+
+
+def test_cli_lists_characters_and_writes_their_sheet(tmp_path, capsys):
+    lo.main(["--split", "test-layers", "--count", "2", "--sheet", str(tmp_path / "sheet.png")])
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"test-layers 0: {lo.describe(lo.OpenCharacters('test-layers')[0])}"
+    with Image.open(tmp_path / "sheet.png") as im:
+        assert im.size == (2 * 13 * 64 + 8, 20 * 64)
+
+
+def test_cli_rejects_a_count_below_one(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        lo.main(["--count", "0", "--sheet", str(tmp_path / "sheet.png")])
+    assert e.value.code == 2 and "--count: got 0" in capsys.readouterr().err
+    assert not (tmp_path / "sheet.png").exists()

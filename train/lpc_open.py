@@ -28,9 +28,13 @@ option pairs (options by name, both sexes; absent and held-out options excluded)
 Frames are rendered on the fly for each batch (the layer sheets are read once, lpc.load_layer),
 so the training set never repeats a character in practice; OpenSprites is an lpc.Sprites whose
 frames come from the renderer, so sample_pairs and sample_analogies work unchanged.
+
+``python -m train.lpc_open --split test-layers --count 4 --sheet PATH`` lists a split's first
+characters and writes their contact sheet (lpc.contact_sheet).
 """
 from __future__ import annotations
 
+import argparse
 import itertools
 from dataclasses import dataclass
 from functools import lru_cache
@@ -287,3 +291,25 @@ class OpenSprites(lpc.Sprites):
         chars = [self.characters[int(k)] for k in character]
         rgba = lpc.to_tensor(render_frames(chars, lpc.SEQ_STARTS[sequence] + index, self.data_dir))
         return lpc.composite(rgba, background), (rgba[:, 3:] > 0).float()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m train.lpc_open", description=__doc__.split("\n")[0])
+    parser.add_argument("--split", default="test", choices=SPLITS)
+    parser.add_argument("--count", type=int, default=4, help="the split's first COUNT characters")
+    parser.add_argument("--seed", type=int, default=0, help="split seed")
+    parser.add_argument("--sheet", type=Path, help="write their contact sheet PNG")
+    parser.add_argument("--data-dir", type=Path, help="the data directory holding lpc/ (train/data_dir.py)")
+    args = parser.parse_args(argv)
+    if args.count < 1:
+        parser.error(f"--count: got {args.count}, expected a positive number of characters")
+    chars = OpenCharacters(args.split, args.seed, args.count).characters()
+    for k, c in enumerate(chars):
+        print(f"{args.split} {k}: {describe(c)}")
+    if args.sheet:
+        lpc.contact_sheet([render_character(c, args.data_dir) for c in chars], scale=1).save(args.sheet)
+        print(f"contact sheet: {args.sheet}")
+
+
+if __name__ == "__main__":
+    main()
