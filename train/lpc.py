@@ -224,18 +224,27 @@ def drawn_layers(attributes: Sequence[int], data_dir: Path | None = None) -> lis
     return out
 
 
-def over(layers: Sequence[np.ndarray]) -> np.ndarray:
-    """Straight-alpha 'over' of (..., 4) uint8 RGBA layers, bottom first -> (..., 4) uint8."""
-    shape = layers[0].shape
+def over(layers: Sequence[np.ndarray], rows: Sequence[np.ndarray] | None = None, count: int = 0) -> np.ndarray:
+    """Straight-alpha 'over' of (..., 4) uint8 RGBA layers, bottom first -> (..., 4) uint8.
+
+    rows: per layer, the indices (out of count) along the first axis that it covers: layers[k]
+    holds only those rows and is transparent elsewhere, which gives exactly the bytes of the full
+    layer (a transparent pixel changes nothing) for less work."""
+    shape = layers[0].shape if rows is None else (count,) + layers[0].shape[1:]
     premul = np.zeros(shape[:-1] + (3,), np.float32)  # colour x alpha
     alpha = np.zeros(shape[:-1] + (1,), np.float32)
-    for layer in layers:
+    for k, layer in enumerate(layers):
         a = layer[..., 3:].astype(np.float32) / 255
         keep = 1 - a
-        premul *= keep
-        premul += layer[..., :3].astype(np.float32) * (a / 255)
-        alpha *= keep
-        alpha += a
+        if rows is None:
+            premul *= keep
+            premul += layer[..., :3].astype(np.float32) * (a / 255)
+            alpha *= keep
+            alpha += a
+        else:
+            r = rows[k]
+            premul[r] = premul[r] * keep + layer[..., :3].astype(np.float32) * (a / 255)
+            alpha[r] = alpha[r] * keep + a
     rgb = np.divide(premul, alpha, out=np.zeros_like(premul), where=alpha > 0)
     return np.rint(np.concatenate([rgb, alpha], -1) * 255).clip(0, 255).astype(np.uint8)
 

@@ -230,19 +230,27 @@ class OpenCharacters:
 def render_frames(characters: Sequence[Character], frames: np.ndarray, data_dir: Path | None = None) -> np.ndarray:
     """Frame frames[b] (index into lpc's 172 stored frames) of characters[b] -> (B, 64, 64, 4) uint8 RGBA.
 
-    All characters are composited together, one (B, 64, 64, 4) layer per draw-order slot (a slot a
-    character lacks is transparent, which 'over' leaves exact). Below an oversize weapon, its
-    animation's frames lose rows 0-7, as lpc.drawn_layers does."""
-    n_slots = len(lpc.DRAW_ORDER)
-    stack = np.zeros((n_slots, len(characters), lpc.CELL, lpc.CELL, 4), np.uint8)
-    used = np.zeros(n_slots, bool)
+    All characters are composited together, one layer per draw-order slot holding the rows of the
+    characters that have it (lpc.over's rows). Below an oversize weapon, its animation's frames
+    lose rows 0-7, as lpc.drawn_layers does."""
+    slots: dict[int, list[tuple[int, np.ndarray]]] = {}  # draw-order slot -> [(b, (64, 64, 4) frame)]
     for b, (character, f) in enumerate(zip(characters, frames)):
         for s, sheet, dropped in _drawn(character, data_dir):
-            stack[s, b] = sheet[f]
-            used[s] = True
-            if f in dropped:
-                stack[:s, b, :lpc.OVERSIZE_DROPPED_ROWS] = 0
-    return lpc.over(list(stack[used]))
+            frame = sheet[f]
+            if f in dropped:  # the oversize weapon is the top slot: every layer drawn so far is below it
+                for below in slots.values():
+                    if below[-1][0] == b:
+                        below[-1] = (b, _drop_rows(below[-1][1]))
+            slots.setdefault(s, []).append((b, frame))
+    order = sorted(slots)
+    return lpc.over([np.stack([f for _, f in slots[s]]) for s in order],
+                    [np.array([b for b, _ in slots[s]]) for s in order], len(characters))
+
+
+def _drop_rows(frame: np.ndarray) -> np.ndarray:
+    out = frame.copy()
+    out[:lpc.OVERSIZE_DROPPED_ROWS] = 0
+    return out
 
 
 _load_layer = lru_cache(maxsize=None)(lpc.load_layer)  # skips the data folder's look-up per call
