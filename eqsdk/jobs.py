@@ -106,6 +106,8 @@ def read_jobs(path: str | Path, overwrite: bool = False) -> list[Job]:
         for f in INPUTS:
             real = os.path.realpath(getattr(job, f))
             if real not in decoded:  # each distinct input once
+                # Decoded and dropped: rendering decodes it again a batch at a time, so memory
+                # stays bounded however many jobs the file holds.
                 with within(job):
                     open_image(getattr(job, f), f)
                 decoded.add(real)
