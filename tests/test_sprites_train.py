@@ -51,14 +51,17 @@ def test_train_on_sprites_writes_a_checkpoint(checkpoints, dataset):
     assert (checkpoints[dataset] / "samples.png").exists()
 
 
-@pytest.mark.parametrize("options", [[], ["--backgrounds"], ["--canvas", "grey"]])
+@pytest.mark.parametrize("options", [[], ["--backgrounds"], ["--canvas", "grey"], ["--split", "test-layers"],
+                                     ["--split", "test", "--backgrounds"]])
 def test_evaluate_sprites_writes_well_formed_metrics(checkpoints, tmp_path, options):
-    model = "sprites" if not options else "sprites-bg"
+    model = "sprites-bg" if "--backgrounds" in options or "--canvas" in options else "sprites"
+    backgrounds = "--backgrounds" in options
     evaluate_main([str(checkpoints[model] / "last.pt"), "--out", str(tmp_path), "--count", "60",
                    "--characters", str(CHARACTERS), *options])
     m = json.loads((tmp_path / "metrics.json").read_text())
-    assert m["split"] == "test" and m["characters"] == CHARACTERS and m["examples"] == 60
-    regions = ["whole", "background_only", "character_only"] if options == ["--backgrounds"] else ["whole"]
+    split = options[options.index("--split") + 1] if "--split" in options else "paper"
+    assert m["split"] == split and m["characters"] == CHARACTERS and m["examples"] == 60
+    regions = ["whole", "background_only", "character_only"] if backgrounds else ["whole"]
     assert set(m["mse"]) == {"analogy", "unchanged", "background", "reconstruction"}
     for method in m["mse"].values():
         assert list(method) == regions
@@ -69,8 +72,10 @@ def test_evaluate_sprites_writes_well_formed_metrics(checkpoints, tmp_path, opti
     per_animation = m["targets"]["analogy_vs_unchanged"]["per_animation"]
     assert list(per_animation) == list(lpc.ANIMATIONS)
     assert all(isinstance(v["met"], bool) for v in per_animation.values())
-    assert ("background_only_vs_whole" in m["targets"]) == (options == ["--backgrounds"])
-    if options == ["--backgrounds"]:  # outside B's masks, B_i and its background are B_j exactly
+    assert ("background_only_vs_whole" in m["targets"]) == backgrounds
+    assert ("reconstruction_vs_unchanged" in m["targets"]) == (not backgrounds)
+    assert m["targets"]["analogy_vs_unchanged"]["bar"] == (0.6 if backgrounds else 0.5)
+    if backgrounds:  # outside B's masks, B_i and its background are B_j exactly
         assert m["mse"]["unchanged"]["background_only"]["all"]["mean"] == 0
         assert m["mse"]["background"]["background_only"]["all"]["mean"] == 0
     assert m["checkpoint"]["dataset"] == model and len(m["showcase"]) == 6

@@ -446,6 +446,17 @@ class Sprites:
     def __len__(self) -> int:
         return len(self.data.ids)
 
+    def sequence(self, character: int, animation: str, viewpoint: str) -> np.ndarray:
+        """(n, 64, 64, 4) RGBA frames of one sequence of one character of the split."""
+        return self.data.sequence(character, animation, viewpoint)
+
+    def describe(self, character: int) -> str:
+        return describe(self.data.attributes[character])
+
+    def option(self, character: int, attribute: str) -> str:
+        """The character's option of an attribute, by name."""
+        return OPTION_NAMES[attribute][self.data.attributes[character, ATTRIBUTE_NAMES.index(attribute)]]
+
     def _draw_backgrounds(self, count: int, rng: np.random.Generator, with_backgrounds: bool):
         if not with_backgrounds:
             return np.full(count, -1), torch.tensor(self.canvas).view(1, 3, 1, 1)

@@ -294,6 +294,18 @@ class OpenSprites(lpc.Sprites):
     def __len__(self) -> int:
         return len(self.characters)
 
+    def sequence(self, character: int, animation: str, viewpoint: str) -> np.ndarray:
+        s = 4 * lpc.ANIMATIONS.index(animation) + lpc.VIEWPOINTS.index(viewpoint)
+        n = int(lpc.SEQ_LENGTHS[s])
+        return render_frames([self.characters[character]] * n, lpc.SEQ_STARTS[s] + np.arange(n), self.data_dir)
+
+    def describe(self, character: int) -> str:
+        return describe(self.characters[character])
+
+    def option(self, character: int, attribute: str) -> str:
+        """The character's option of an attribute, by name ('' when absent)."""
+        return self.characters[character][ATTRIBUTE_NAMES.index(attribute)]
+
     def _frames(self, character: np.ndarray, sequence: np.ndarray, index: np.ndarray,
                 background: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         chars = [self.characters[int(k)] for k in character]
