@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from eqsdk.cli import evaluation_lines
 from train import lpc
 from train.checkpoint import read_checkpoint
 from train.datasets import load_sprites
@@ -81,6 +82,20 @@ def test_evaluate_sprites_writes_well_formed_metrics(checkpoints, tmp_path, opti
     assert m["checkpoint"]["dataset"] == model and len(m["showcase"]) == 6
     for name in ("boxplot.png", "analogies.png", "metrics.md"):
         assert (tmp_path / name).stat().st_size > 0
+
+
+def test_evaluate_sprites_on_several_splits_writes_one_folder_each_and_their_summary(checkpoints, tmp_path):
+    evaluate_main([str(checkpoints["sprites"] / "last.pt"), "--out", str(tmp_path), "--count", "20",
+                   "--characters", str(CHARACTERS), "--split", "paper", "test", "test-layers"])
+    combined = json.loads((tmp_path / "metrics.json").read_text())
+    assert list(combined["splits"]) == ["paper", "test", "test-layers"]
+    for split, m in combined["splits"].items():
+        assert m["split"] == split and m == json.loads((tmp_path / split / "metrics.json").read_text())
+        assert (tmp_path / split / "analogies.png").stat().st_size > 0
+    assert combined["all_met"] == all(m["all_met"] for m in combined["splits"].values())
+    lines = evaluation_lines(combined)
+    assert [line.split(":")[0] for line in lines[::2]] == ["paper", "test", "test-layers"]
+    assert all("analogy_vs_unchanged" in line for line in lines[::2])
 
 
 def hand_mse(frames: np.ndarray, background: np.ndarray, truth_frames: np.ndarray,

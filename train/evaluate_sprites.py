@@ -282,51 +282,28 @@ def markdown(metrics: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", type=Path)
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--split", choices=SPLITS, default="paper",
-                   help="paper: the 672-character protocol's test characters; test, test-layers: the open "
-                        "data set's unseen combinations and unseen layers")
-    p.add_argument("--count", type=int, default=5000, help="analogies (about a fifth per animation)")
-    p.add_argument("--backgrounds", action="store_true", help="A and B on random test backgrounds")
-    p.add_argument("--canvas", choices=CANVASES, default="white",
-                   help="plain canvas without --backgrounds (grey: a sprites-bg model as 'Ours-BG')")
-    p.add_argument("--characters", type=int, default=0, help="only the first N test characters (0: all)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data-dir", type=Path, help="the data directory holding lpc/ (train/data_dir.py)")
-    args = p.parse_args(argv)
-    if args.backgrounds and args.canvas != "white":
-        p.error("--canvas is the plain canvas used without --backgrounds")
-    command = "python -m train.evaluate_sprites " + shlex.join(sys.argv[1:] if argv is None else argv)
+def evaluate_split(model, ckpt: dict, split: str, args, device: torch.device, out: Path) -> dict:
+    """Evaluate one split into out/ (metrics.json, metrics.md, boxplot.png, analogies.png); its metrics."""
     t0 = time.time()
-    model, ckpt = load_checkpoint(args.checkpoint)
-    dataset = ckpt["train_config"].get("dataset", "mnist")
-    if dataset == "mnist":
-        raise SystemExit(f"{args.checkpoint}: a Moving MNIST model (train_config.dataset = 'mnist'); "
-                         "evaluate it with python -m train.evaluate")
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model.to(device)
     n_backgrounds = lpc.DEFAULT_BACKGROUNDS["test"] if args.backgrounds else 0
-    if args.split == "paper":
+    if split == "paper":
         sprites = load_sprites("test", n_backgrounds, args.characters, CANVASES[args.canvas], args.data_dir)
     else:
-        sprites = lpc_open.OpenSprites.load(args.split, n_backgrounds, characters=args.characters,
+        sprites = lpc_open.OpenSprites.load(split, n_backgrounds, characters=args.characters,
                                             canvas=CANVASES[args.canvas], data_dir=args.data_dir)
     setting = (f"{n_backgrounds} test backgrounds" if args.backgrounds else f"no backgrounds, {args.canvas} canvas")
-    args.out.mkdir(parents=True, exist_ok=True)
-
+    out.mkdir(parents=True, exist_ok=True)
     per_example, animation = evaluate(model, sprites, args.count, np.random.default_rng([args.seed, 6]),
                                       args.backgrounds, device)
     mse = {m: {r: {g: summary(v) for g, v in by_group(values, animation).items()} for r, values in regions.items()}
            for m, regions in per_example.items()}
-    title = f"{dataset} model, {args.split} split, {setting}"
-    plot_boxes(per_example, animation, title, args.out / "boxplot.png")
-    cases = plot_analogies(model, sprites, args.backgrounds, args.seed, title, device, args.out / "analogies.png")
+    dataset = ckpt["train_config"]["dataset"]
+    title = f"{dataset} model, {split} split, {setting}"
+    plot_boxes(per_example, animation, title, out / "boxplot.png")
+    cases = plot_analogies(model, sprites, args.backgrounds, args.seed, title, device, out / "analogies.png")
     goals = targets(mse, args.backgrounds)
     metrics = {
-        "split": args.split, "setting": setting, "characters": len(sprites), "examples": args.count,
+        "split": split, "setting": setting, "characters": len(sprites), "examples": args.count,
         "backgrounds": n_backgrounds, "canvas": None if args.backgrounds else args.canvas,
         "units": "per-pixel MSE: mean over pixels and RGB of squared differences of 0-255 values",
         "methods": {"analogy": "h(B_i, A_i, A_j, B_i) vs B_j", "unchanged": "B_i vs B_j (baseline)",
@@ -339,13 +316,52 @@ def main(argv=None) -> None:
         "checkpoint": {"path": str(args.checkpoint), "dataset": dataset, "step": ckpt["step"],
                        "samples": ckpt["samples"], "train_minutes": round(ckpt["elapsed"] / 60, 1),
                        "command": ckpt.get("command")},
-        "command": command, "seconds": round(time.time() - t0, 1),
+        "command": args.command, "seconds": round(time.time() - t0, 1),
     }
-    (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    (args.out / "metrics.md").write_text(markdown(metrics))
-    print(json.dumps({"analogy": {g: round(s["mean"], 2) for g, s in mse["analogy"]["whole"].items() if s},
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (out / "metrics.md").write_text(markdown(metrics))
+    print(json.dumps({"split": split,
+                      "analogy": {g: round(s["mean"], 2) for g, s in mse["analogy"]["whole"].items() if s},
                       "unchanged": {g: round(s["mean"], 2) for g, s in mse["unchanged"]["whole"].items() if s},
                       "targets_met": {k: v["met"] for k, v in goals.items()}}, indent=2))
+    return metrics
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("--out", type=Path, required=True,
+                   help="folder for the results; with several splits, one sub-folder per split and a "
+                        "metrics.json that holds them all")
+    p.add_argument("--split", nargs="+", choices=SPLITS, default=["paper"],
+                   help="paper: the 672-character protocol's test characters; test, test-layers: the open "
+                        "data set's unseen combinations and unseen layers [default: paper]")
+    p.add_argument("--count", type=int, default=5000, help="analogies per split (about a fifth per animation)")
+    p.add_argument("--backgrounds", action="store_true", help="A and B on random test backgrounds")
+    p.add_argument("--canvas", choices=CANVASES, default="white",
+                   help="plain canvas without --backgrounds (grey: a sprites-bg model as 'Ours-BG')")
+    p.add_argument("--characters", type=int, default=0, help="only the first N test characters (0: all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", type=Path, help="the data directory holding lpc/ (train/data_dir.py)")
+    args = p.parse_args(argv)
+    if args.backgrounds and args.canvas != "white":
+        p.error("--canvas is the plain canvas used without --backgrounds")
+    splits = list(dict.fromkeys(args.split))
+    args.command = "python -m train.evaluate_sprites " + shlex.join(sys.argv[1:] if argv is None else argv)
+    model, ckpt = load_checkpoint(args.checkpoint)
+    if ckpt["train_config"].get("dataset", "mnist") == "mnist":
+        raise SystemExit(f"{args.checkpoint}: a Moving MNIST model (train_config.dataset = 'mnist'); "
+                         "evaluate it with python -m train.evaluate")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+    if len(splits) == 1:
+        evaluate_split(model, ckpt, splits[0], args, device, args.out)
+        return
+    results = {split: evaluate_split(model, ckpt, split, args, device, args.out / split) for split in splits}
+    first = results[splits[0]]
+    combined = {"splits": results, "all_met": all(m["all_met"] for m in results.values()),
+                "checkpoint": first["checkpoint"], "command": args.command}
+    (args.out / "metrics.json").write_text(json.dumps(combined, indent=2) + "\n")
 
 
 if __name__ == "__main__":
