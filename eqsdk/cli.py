@@ -171,7 +171,12 @@ def bundle_summary(directory: Path, m) -> str:
 
 def evaluation_lines(ev) -> list[str]:
     """The headline figures of train.evaluate (Moving MNIST: ratios) or train.evaluate_sprites
-    (targets per animation); numbers only, whatever else the record holds."""
+    (targets per animation; per split when it evaluated several); numbers only, whatever else the
+    record holds."""
+    splits = ev.get("splits")
+    if hasattr(splits, "items"):
+        return [f"{name}: {line}" for name, split in splits.items() if hasattr(split, "get")
+                for line in evaluation_lines(split)]
     number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
     lines = [f"{key} = {value:.3f}" for key, value in (ev.get("ratios") or {}).items() if number(value)]
     for key, t in ({} if "ratios" in ev else ev.get("targets") or {}).items():
