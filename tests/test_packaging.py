@@ -1,4 +1,5 @@
-"""A non-editable install carries every module of eqsdk and the bundled model as package data."""
+"""A non-editable install carries every module of eqsdk, of the training and export code (as\neqsdk_train and eqsdk_export, their imports renamed) and the bundled models as package data."""
+import re
 import shutil
 import subprocess
 import sys
@@ -9,6 +10,7 @@ from eqsdk.bundle import MANIFEST, MODELS
 from eqsdk.graphs import GRAPHS
 
 ROOT = Path(__file__).resolve().parents[1]
+SHIPPED_AS = {"eqsdk": "eqsdk", "train": "eqsdk_train", "export": "eqsdk_export"}  # folder -> package (setup.py)
 
 
 def test_wheel_contains_every_bundled_model(tmp_path):
@@ -24,6 +26,10 @@ def test_wheel_contains_every_bundled_model(tmp_path):
         for file in [MANIFEST, *(spec.file for spec in GRAPHS.values())]:
             assert f"eqsdk/models/{model}/{file}" in names
     assert not any(n.startswith(("train/", "export/", "tests/")) for n in names)
-    package = ROOT / "eqsdk"
-    for module in package.rglob("*.py"):  # subpackages too: a forgotten one breaks every install
-        assert f"eqsdk/{module.relative_to(package).as_posix()}" in names
+    for folder, shipped in SHIPPED_AS.items():  # subpackages too: a forgotten one breaks every install
+        package = ROOT / folder
+        for module in package.rglob("*.py"):
+            name = f"{shipped}/{module.relative_to(package).as_posix()}"
+            assert name in names
+            source = zipfile.ZipFile(wheel).read(name).decode()
+            assert not re.search(r"^\s*(from|import) (train|export)\b", source, re.MULTILINE), name
