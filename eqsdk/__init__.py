@@ -9,9 +9,11 @@
 from eqsdk.bundle import DEFAULT_MODEL, MODELS, load
 from eqsdk.errors import BackendError, BundleError, EqsdkError, InputError
 from eqsdk.images import save_image
+from eqsdk.motion_file import Motion, MotionFileError, MotionModelError, load_motion, save_motion
 from eqsdk.renderer import Renderer
 from eqsdk.video import read_clip, save_clip, side_by_side
 
 __version__ = "0.1.0"
 __all__ = ["load", "Renderer", "MODELS", "DEFAULT_MODEL", "save_image", "read_clip", "save_clip",
-           "side_by_side", "EqsdkError", "InputError", "BundleError", "BackendError", "__version__"]
+           "side_by_side", "Motion", "save_motion", "load_motion", "EqsdkError", "InputError",
+           "BundleError", "BackendError", "MotionFileError", "MotionModelError", "__version__"]

@@ -6,6 +6,8 @@ transform-apply and g. Any number of items runs in batches of BATCH, so memory s
 `compose` fills one uint8 output array, `animate_iter` yields frames one at a time. A motion acts
 about the moved character's own centre, as it acted about the driving character's. With
 check_motion=True, T^Z's reading of a motion is checked by the renderer first (eqsdk.motion_check).
+A driving clip's motions can be saved (encode_motion_clip, eqsdk.motion_file) and replayed by
+animate without the clip, running the warp and g alone.
 """
 from __future__ import annotations
 
@@ -17,10 +19,11 @@ from itertools import chain, islice
 
 import numpy as np
 
-from eqsdk import motion_check
+from eqsdk import motion_check, motion_file
 from eqsdk.errors import InputError
 from eqsdk.images import ImageLike, ResizeWarning, to_array, to_uint8
 from eqsdk.manifest import Manifest
+from eqsdk.motion_file import Motion
 
 BATCH = 32  # items per graph call in encode_* and compose: bounds memory, keeps batching's speed
 
@@ -238,43 +241,105 @@ class Renderer:
         return b.download(b.run("g", z_char=z_moved, z_bg=b.repeat(background.data, n // background.count))["image"])
 
     # A whole sequence.
-    def animate(self, char: ImageLike, bg: ImageLike, drive: Iterable[ImageLike],
+    def animate(self, char: ImageLike, bg: ImageLike, drive: Iterable[ImageLike] | Motion,
                 batch: int = 16, progress=None) -> list[np.ndarray]:
         """Frame k: the character of `char` on `bg`, moved as the driving character moved from
         drive[0] to drive[k] (§3). Returns one (S, S, 3) uint8 frame per driving frame; for
-        long clips, animate_iter streams them instead. `progress(done, total)` is called after
-        each batch."""
+        long clips, animate_iter streams them instead. `drive` may also be a saved Motion
+        (encode_motion_clip, eqsdk.load_motion): then only the warp and g run per frame.
+        `progress(done, total)` is called after each batch."""
         return list(self.animate_iter(char, bg, drive, batch, progress))
 
-    def animate_iter(self, char: ImageLike, bg: ImageLike, drive: Iterable[ImageLike],
+    def animate_iter(self, char: ImageLike, bg: ImageLike, drive: Iterable[ImageLike] | Motion,
                      batch: int = 16, progress=None) -> Iterator[np.ndarray]:
         """animate, one frame at a time: `drive` may be any iterable of images (a list, a Clip
         from read_clip, a generator), read `batch` frames at a time, so a clip of any length
-        runs in flat memory. The arguments are checked, and char and bg encoded, at the call.
-        `progress(done, total)`: total is None when `drive` has no len()."""
-        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-            raise InputError(f"batch: got {batch!r}; expected a positive integer")
+        runs in flat memory, or a Motion of this bundle (else MotionModelError). The arguments
+        are checked, and char and bg encoded, at the call. `progress(done, total)`: total is
+        None when `drive` has no len()."""
+        if isinstance(drive, Motion):
+            motion = self.motion_encoding(drive)
+            check_batch(batch)
+            character, background = self.encode_character(char), self.encode_background(bg)
+            return self._replayed(character, background, motion, batch, progress)
+        reference, frames, total = self._reference(drive, batch)
+        character, background = self.encode_character(char), self.encode_background(bg)
+        return self._frames(character, background, reference, frames, batch, total, progress)
+
+    def _reference(self, drive: Iterable[ImageLike], batch: int) -> tuple[Encoding, Iterator, int | None]:
+        """A driving clip's first frame encoded (f_c), its frames from the first, and their count
+        (None when `drive` has no len())."""
+        check_batch(batch)
         total = 1 if is_one_image(drive) else (len(drive) if hasattr(drive, "__len__") else None)
         frames = iter([drive] if is_one_image(drive) else drive)
         first = next(frames, None)
         if first is None:
             raise InputError("drive: got no frames; expected a sequence of at least one image")
-        character, background = self.encode_character(char), self.encode_background(bg)
         x0 = self._images(first, "drive[0]")  # says so if the clip gets resized ...
         reference = Encoding("character", self.backend.run("f_c", x=self.backend.upload(x0))["z"], 1, True)
-        return self._frames(character, background, reference, chain([first], frames), batch, total, progress)
+        return reference, chain([first], frames), total
 
-    def _frames(self, character: Encoding, background: Encoding, reference: Encoding,
-               drive: Iterator[ImageLike], batch: int, total: int | None, progress) -> Iterator[np.ndarray]:
+    def _driving(self, drive: Iterator[ImageLike], batch: int) -> Iterator[np.ndarray]:
+        """The driving frames, `batch` at a time -> float32 (<= batch, 3, S, S)."""
         done = 0
         while part := list(islice(drive, batch)):
             with warnings.catch_warnings():  # ... once, not once per frame
                 warnings.simplefilter("ignore", ResizeWarning)
                 x = np.stack([to_array(f, self.image_size, f"drive[{done + i}]") for i, f in enumerate(part)])
-            yield from to_uint8(self.drive(character, background, reference, x))
+            yield x
             done += len(part)
+
+    def _frames(self, character: Encoding, background: Encoding, reference: Encoding,
+               drive: Iterator[ImageLike], batch: int, total: int | None, progress) -> Iterator[np.ndarray]:
+        done = 0
+        for x in self._driving(drive, batch):
+            yield from to_uint8(self.drive(character, background, reference, x))
+            done += len(x)
             if progress:
                 progress(done, total)
+
+    # Saved motions: a driving clip read once, replayed with the warp and g alone.
+    def encode_motion_clip(self, drive: Iterable[ImageLike], batch: int = 16, fps: float | None = None,
+                           progress=None) -> Motion:
+        """What animate applies to each frame of a driving clip, T^Z's theta and origin from the
+        first frame to frame k (checked where the renderer checks motions), with this bundle's
+        identity: save it with eqsdk.save_motion, replay it with animate(char, bg, motion).
+        fps: the clip's frame rate [default: a Clip's own]. At most motion_file.MAX_FRAMES."""
+        b, cap = self.backend, motion_file.MAX_FRAMES
+        reference, frames, total = self._reference(drive, batch)
+        if total is not None and total > cap:
+            raise InputError(f"drive: {total:,} frames; expected at most {cap:,} for a motion file")
+        thetas, origins, done = [], [], 0
+        for x in self._driving(frames, batch):
+            if done + len(x) > cap:
+                raise InputError(f"drive: more than {cap:,} frames; expected at most {cap:,} for a motion file")
+            z_t2 = b.run("f_c", x=b.upload(x))["z"]
+            theta, origin = self._read_motion(b.repeat(reference.data, len(x)), z_t2, x)
+            thetas.append(theta)
+            origins.append(origin)
+            done += len(x)
+            if progress:
+                progress(done, total)
+        name, sha256 = motion_file.identity(self.manifest)
+        return Motion(np.concatenate(thetas), np.concatenate(origins), name, sha256,
+                      getattr(drive, "fps", None) if fps is None else fps, self.check_motion)
+
+    def motion_encoding(self, motion: Motion) -> Encoding:
+        """A saved motion as a motion encoding of its N frames, for compose; a motion encoded by
+        another bundle raises MotionModelError."""
+        if not isinstance(motion, Motion):
+            raise InputError(f"motion: got {type(motion).__name__}; expected a Motion "
+                             "(encode_motion_clip, eqsdk.load_motion)")
+        motion_file.check_model(motion, self.manifest)
+        return Encoding("motion", (motion.theta, motion.origin), len(motion), False)
+
+    def _replayed(self, character: Encoding, background: Encoding, motion: Encoding, batch: int,
+                  progress) -> Iterator[np.ndarray]:
+        for k in range(0, motion.count, batch):
+            stop = min(motion.count, k + batch)
+            yield from to_uint8(self.compose_arrays(character, self._rows(motion, k, stop), background, stop - k))
+            if progress:
+                progress(stop, motion.count)
 
     def warmup(self) -> float:
         """Run every graph once at batch 1 (first-call costs: allocations, kernel choice);
@@ -288,3 +353,8 @@ class Renderer:
         self.compose(character, Encoding("motion", identity, 1, True),
                      Encoding("background", character.data, 1, True))
         return time.perf_counter() - t0
+
+
+def check_batch(batch) -> None:
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise InputError(f"batch: got {batch!r}; expected a positive integer")
