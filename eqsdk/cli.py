@@ -230,8 +230,11 @@ def verify(model) -> None:
 @cli.command()
 @click.option("--char", required=True, metavar="IMAGE", help="image whose character is animated")
 @click.option("--bg", metavar="IMAGE", help="image whose background is used [default: CHAR's own]")
-@click.option("--drive", required=True, metavar="CLIP",
+@click.option("--drive", metavar="CLIP",
               help="driving clip: GIF, animated PNG/WebP, folder of frames, or video (.mp4, ...)")
+@click.option("--motion", metavar="FILE",
+              help="a saved motion (.eqm, from eqsdk encode-motion) instead of --drive: only the "
+                   "warp and g run")
 @click.option("-o", "--output", metavar="OUT",
               help="clip to write: .gif, .mp4 (.mov, .mkv, .avi) or a folder of PNG frames "
                    "[default: CHAR-DRIVE.gif in the current directory]")
@@ -244,7 +247,8 @@ def verify(model) -> None:
 @click.option("--scale", default=1, type=click.IntRange(1, 32), help="upscale the output N times for viewing")
 @check_motion_option
 @click.option("--force", is_flag=True, help="overwrite the output if it exists")
-def animate(char, bg, drive, output, fps, side_by_side, model, backend, scale, check_motion, force) -> None:
+def animate(char, bg, drive, motion, output, fps, side_by_side, model, backend, scale, check_motion,
+            force) -> None:
     """Animate the character of CHAR on the background of BG (or its own): frame k moves it as
     the driving character moved from the clip's first frame to frame k.
 
@@ -254,6 +258,7 @@ def animate(char, bg, drive, output, fps, side_by_side, model, backend, scale, c
           --drive examples/drive/drive.gif -o out.gif --side-by-side --scale 4
       eqsdk animate --model sprites --char examples/sprites/knight.png \\
           --drive examples/sprites/walk_sequence.gif
+      eqsdk animate --char examples/case1/char.png --motion walk.eqm -o out.gif
 
     Video files (.mp4, ...) need: pip install 'eqsdk[video]'
     """
@@ -262,12 +267,21 @@ def animate(char, bg, drive, output, fps, side_by_side, model, backend, scale, c
     import eqsdk
     from eqsdk import video
 
+    if (drive is None) == (motion is None):
+        raise click.UsageError("expected --drive CLIP or --motion FILE (one of them)")
+    if motion and side_by_side:
+        raise click.UsageError("--side-by-side shows the driving frames, which a --motion file does "
+                               "not hold; expected --drive CLIP for it")
     bg = bg or char
-    output = output or f"{Path(char).stem}-{Path(drive).stem}.gif"
+    output = output or f"{Path(char).stem}-{Path(drive or motion).stem}.gif"
     kind = video.check_clip_output(Path(output), overwrite=force)  # before any work
     if fps is not None:
         fps = video.check_fps(fps, kind)
-    clip, clip_fps = video.read_clip(drive)  # checked now, decoded frame by frame later
+    if drive:
+        clip, clip_fps = video.read_clip(drive)  # checked now, decoded frame by frame later
+    else:
+        clip = motion = eqsdk.load_motion(motion)  # checked now; len(): its frames
+        clip_fps = motion.fps
     renderer = eqsdk.load(model, backend=backend, check_motion=check_motion)
     size = renderer.image_size
     w, h = (2 * size if side_by_side else size), size
@@ -279,11 +293,7 @@ def animate(char, bg, drive, output, fps, side_by_side, model, backend, scale, c
             click.echo(f"eqsdk: note: the driving clip's {fps:g} fps is outside {low:g}..{high:g} "
                        f"for a {kind} output; writing {min(max(fps, low), high):g} fps", err=True)
             fps = min(max(fps, low), high)
-    frames = clip
-    if clip.size != (size, size):  # one note, not one per frame
-        click.echo(f"eqsdk: note: drive: resized {len(clip)} frames from {clip.size[0]}x{clip.size[1]} "
-                   f"to {size}x{size}, the model's size", err=True)
-        frames = video.resize_frames(clip, size)
+    frames = clip if motion else model_sized(clip, size)
     if side_by_side:  # the driving frames twice: tee keeps at most a batch of them
         frames, shown = itertools.tee(frames)
     # A bar only where someone watches and waits: logs and tests get the summary alone.
@@ -297,6 +307,50 @@ def animate(char, bg, drive, output, fps, side_by_side, model, backend, scale, c
         video.save_clip(out, output, fps=fps, overwrite=force, scale=scale)  # frame by frame
     click.echo(f"wrote {output} ({len(clip)} frames, {w * scale}x{h * scale}, {fps:g} fps, "
                f"model {renderer.name}, backend {renderer.backend.name})", err=True)
+
+
+def model_sized(clip, size: int):
+    """A clip's frames at the model's size, with one note (not one per frame) when resized."""
+    if clip.size == (size, size):
+        return clip
+    click.echo(f"eqsdk: note: drive: resized {len(clip)} frames from {clip.size[0]}x{clip.size[1]} "
+               f"to {size}x{size}, the model's size", err=True)
+    from eqsdk import video
+
+    return video.resize_frames(clip, size)
+
+
+@cli.command("encode-motion")
+@click.argument("clip")
+@click.option("-o", "--output", metavar="FILE",
+              help="motion file to write (.eqm) [default: CLIP's name.eqm in the current directory]")
+@click.option("--model", default=DEFAULT_MODEL, show_default=False, metavar="NAME|PATH", help=MODEL_HELP)
+@click.option("--backend", default="cpu", metavar="NAME", help=BACKEND_HELP)
+@check_motion_option
+@click.option("--force", is_flag=True, help="overwrite the output if it exists")
+def encode_motion(clip, output, model, backend, check_motion, force) -> None:
+    """Save the motions of the driving clip CLIP (frame k: T^Z's theta from its first frame to
+    frame k) with the model's identity, for `eqsdk animate --motion` without the clip.
+
+    \b
+    Example:
+      eqsdk encode-motion examples/drive/drive.gif -o walk.eqm
+      eqsdk animate --char examples/case1/char.png --motion walk.eqm -o out.gif
+    """
+    import eqsdk
+    from eqsdk import motion_file, video
+
+    output = output or f"{Path(clip).stem}{motion_file.EXTENSION}"
+    motion_file.check_motion_output(output, overwrite=force)  # before any work
+    frames, fps = video.read_clip(clip)
+    if len(frames) > motion_file.MAX_FRAMES:
+        raise eqsdk.InputError(f"drive {clip!r}: {len(frames):,} frames; expected at most "
+                               f"{motion_file.MAX_FRAMES:,} for a motion file")
+    renderer = eqsdk.load(model, backend=backend, check_motion=check_motion)
+    motion = renderer.encode_motion_clip(model_sized(frames, renderer.image_size), fps=fps)
+    eqsdk.save_motion(motion, output, overwrite=force)
+    click.echo(f"wrote {output} ({len(motion)} frames, model {renderer.name}, backend "
+               f"{renderer.backend.name})", err=True)
 
 
 @cli.command()

@@ -121,7 +121,7 @@ def check_model(motion: Motion, manifest) -> None:
     graphs = lambda d: ", ".join(f"{g} {d[g][:12]}…" for g in IDENTITY_GRAPHS)  # noqa: E731
     raise MotionModelError(f"{where}: encoded by the model {motion.model!r} ({graphs(motion.sha256)}), "
                            f"not by this renderer's {name!r} ({graphs(sha)}); expected a motion of "
-                           f"this model: load {motion.model!r}, or encode the clip again with "
+                           f"this model: use the model {motion.model!r}, or encode the clip again with "
                            f"{name!r}", motion.model)
 
 
