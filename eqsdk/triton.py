@@ -148,14 +148,14 @@ def check_out_dir(out: Path, force: bool) -> None:
     entry a folder with a config.pbtxt), never another folder."""
     if out.exists() or out.is_symlink():
         if not out.is_dir() or out.is_symlink():
-            raise InputError(f"--out {str(out)!r} exists and is not a folder; expected a new or "
-                             "empty folder for the model repository")
+            raise InputError(f"output folder {str(out)!r} exists and is not a folder (a file or a "
+                             "link); expected a new or empty folder for the model repository")
         entries = list(out.iterdir())
         if entries and not force:
-            raise InputError(f"--out {str(out)!r} exists and is not empty; pass --force "
+            raise InputError(f"output folder {str(out)!r} exists and is not empty; pass --force "
                              "(force=True) to replace a model repository")
         if entries and not all((e / CONFIG).is_file() for e in entries):
-            raise InputError(f"--out {str(out)!r} holds files other than a model repository's "
+            raise InputError(f"output folder {str(out)!r} holds files other than a model repository's "
                              f"(folders with a {CONFIG}); not replacing it, even with --force")
     check_place(out, directory=True)
 
@@ -189,7 +189,7 @@ def export_triton(bundle: str | Path, out_dir: str | Path, max_batch_size: int =
         (tmp / ENSEMBLE / CONFIG).write_text(ensemble_config(tensors, max_batch_size))
         replace_folder(tmp, out)
     except OSError as e:  # a full disk, a place that changed since it was checked
-        raise InputError(f"--out {str(out)!r}: cannot write ({e.strerror or reason(e)})") from None
+        raise InputError(f"output folder {str(out)!r}: cannot write ({e.strerror or reason(e)})") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return Repository(out, (*GRAPHS, ENSEMBLE), max_batch_size)
