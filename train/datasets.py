@@ -6,6 +6,8 @@ clip with the same background, and the ground-truth motion T^X where the dataset
     sprites-bg  LPC sprites on diamond backgrounds (§4.2, §4.4); no T^X
     lpc-open    open LPC characters from the whole layer set (train/lpc_open.py) on a white canvas
     lpc-open-bg the same on diamond backgrounds
+    videos:DIR  the user's footage in folder DIR (train/videos.py): split by video, frames of
+                size x size; no T^X
 
 Every source has sample_pairs(count, rng, max_gap=None, augment=False, recolour=0.0) -> (x1, x2,
 tx): x1, x2 (B, 3, 64, 64) in [0, 1] and tx (B, N, 2, 3) or None. augment recolours and
@@ -27,8 +29,10 @@ import torch
 from train import lpc, lpc_open
 from train.backgrounds import make_backgrounds
 from train.moving_mnist import MovingMNIST
+from train.videos import load_videos
 
 DATASETS = ("mnist", "sprites", "sprites-bg", "lpc-open", "lpc-open-bg")
+VIDEOS = "videos:"  # + a folder of footage
 VAL_BACKGROUNDS = 64  # validation backgrounds of every dataset
 
 
@@ -61,9 +65,12 @@ class SpritePairs:
 
 
 def pair_source(dataset: str, split: str, n_backgrounds: int, seed: int = 0, characters: int = 0,
-                data_dir: Path | None = None) -> PairSource:
+                data_dir: Path | None = None, size: int = 64) -> PairSource:
     """The pairs of one split. seed: Moving MNIST's background seed; characters: the sprites
-    subset (0: the whole split); data_dir: where to look for the data (train.data_dir)."""
+    subset (0: the whole split); data_dir: where to look for the data (train.data_dir); size: the
+    frame size of videos:DIR (the other datasets are 64)."""
+    if dataset.startswith(VIDEOS):
+        return load_videos(dataset[len(VIDEOS):], size).pairs(split)
     if dataset == "mnist":
         return MovingMNIST(split, 1, n_backgrounds, seed=seed, data_dir=data_dir)
     if dataset == "sprites":
@@ -74,4 +81,4 @@ def pair_source(dataset: str, split: str, n_backgrounds: int, seed: int = 0, cha
         bg = dataset == "lpc-open-bg"
         sprites = lpc_open.OpenSprites.load(split, n_backgrounds if bg else 0, characters=characters, data_dir=data_dir)
         return SpritePairs(sprites, with_backgrounds=bg)
-    raise ValueError(f"dataset {dataset!r}: expected one of {DATASETS}")
+    raise ValueError(f"dataset {dataset!r}: expected one of {DATASETS} or {VIDEOS}DIR")
