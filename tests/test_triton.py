@@ -214,3 +214,15 @@ def test_a_corrupt_bundle_writes_nothing(tmp_path):
     with pytest.raises(eqsdk.BundleError, match="unknown model"):
         export_triton("no-such-model", tmp_path / "repo")
     assert sorted(os.listdir(tmp_path)) == ["bundle"]
+
+
+def test_exporting_needs_neither_torch_nor_tritonclient(tmp_path):
+    """The runtime side: a repository is written with eqsdk's own dependencies."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from eqsdk.triton import export_triton; export_triton('mnist', sys.argv[1]); "
+            "print(sorted({'torch', 'onnx', 'tritonclient', 'grpc'} & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "repo")], capture_output=True,
+                         text=True, check=True).stdout
+    assert out.strip() == "[]" and (tmp_path / "repo" / ENSEMBLE / "config.pbtxt").is_file()
