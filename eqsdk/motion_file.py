@@ -207,8 +207,9 @@ def load_motion(path: str | os.PathLike) -> Motion:
     try:
         obj = json.loads(data.decode("utf-8"), parse_constant=refuse_constant)
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise MotionFileError(f"{where}: not a motion file: not UTF-8 JSON, or truncated "
-                              f"({reason(e)}); expected a file written by eqsdk encode-motion") from None
+        raise MotionFileError(f"{where}: cannot be parsed as UTF-8 JSON, corrupt or truncated "
+                              f"({reason(e)}); expected a motion file written by eqsdk "
+                              "encode-motion") from None
     return parse(obj, path)
 
 
