@@ -130,16 +130,17 @@ def test_centre_crop_then_resize_puts_a_known_square_where_expected(tmp_path):
     (tmp_path / "clips").mkdir()
     write_frames(tmp_path / "clips" / "square", [f, f])
     frames = VideoData.build(tmp_path / "clips", size=8, cache_dir=tmp_path / "cache").frames[0]
-    assert frames.shape == (2, 8, 8, 3)
+    assert frames.shape == (2, 3, 8, 8)  # channels first, as the model reads them
+    frames = frames.transpose(0, 2, 3, 1)
     np.testing.assert_allclose(frames[0, :3, :3], np.broadcast_to([0, 0, 255], (3, 3, 3)), atol=3)
     np.testing.assert_allclose(frames[0, 5:, 5:], np.broadcast_to([0, 255, 0], (3, 3, 3)), atol=3)
     assert frames[..., 0].max() <= 3  # no red: the side bands are cropped away
     # a given crop, in source pixels: the blue quarter alone, and the left red band alone
     blue = VideoData.build(tmp_path / "clips", size=16, crop=(20, 0, 40, 40), cache_dir=tmp_path / "cache")
-    assert blue.frames[0].shape == (2, 16, 16, 3)
-    np.testing.assert_allclose(blue.frames[0][0], np.broadcast_to([0, 0, 255], (16, 16, 3)), atol=1)
+    assert blue.frames[0].shape == (2, 3, 16, 16)
+    np.testing.assert_allclose(blue.frames[0][0].transpose(1, 2, 0), np.broadcast_to([0, 0, 255], (16, 16, 3)), atol=1)
     red = VideoData.build(tmp_path / "clips", size=4, crop=(0, 10, 20, 30), cache_dir=tmp_path / "cache")
-    np.testing.assert_allclose(red.frames[0][0], np.broadcast_to([255, 0, 0], (4, 4, 3)), atol=1)
+    np.testing.assert_allclose(red.frames[0][0].transpose(1, 2, 0), np.broadcast_to([255, 0, 0], (4, 4, 3)), atol=1)
 
 
 def test_a_crop_outside_the_frames_is_rejected(tmp_path):
@@ -265,3 +266,15 @@ def test_cli_prints_the_report_and_writes_a_sheet(footage, tmp_path, capsys):
         with pytest.raises(SystemExit) as e:
             main(argv + ["--cache-dir", str(tmp_path / "cache")])
         assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_augment_mirrors_both_frames_of_a_pair_together(tmp_path):
+    frames = counting_clip(10)
+    frames[:, :, :4] = 255  # a bright band on the left of every frame
+    write_frames(tmp_path / "a", frames)
+    pairs = VideoData.build(tmp_path, size=16, cache_dir=tmp_path / "cache").pairs("train")
+    x1, x2, _ = pairs.sample_pairs(200, np.random.default_rng(0), augment=True)
+    left1, left2 = (x[:, 0, 8, 0] == 1 for x in (x1, x2))  # the band on the left, not mirrored
+    assert (left1 == left2).all() and 0.3 < left1.float().mean() < 0.7
+    x1, _, _ = pairs.sample_pairs(50, np.random.default_rng(0))
+    assert (x1[:, 0, 8, 0] == 1).all()  # no augment, no mirroring

@@ -34,7 +34,7 @@ round(val_fraction * frames)) kept frames are validation, provided MIN_FRAMES or
 training (otherwise both splits use the whole clip, and the report says so).
 
 Cache. Each clip is decoded once into <cache_dir>/<sha256 of its bytes>-<settings>.npy, a
-(frames, size, size, 3) uint8 array with a .json beside it (source frame count and size, the
+(frames, 3, size, size) uint8 array with a .json beside it (source frame count and size, the
 camera-motion figure). The settings part names size, crop and frame cap, so changing any of them
 decodes again; a frame folder's hash covers its frame names and bytes. Files are written to a
 temporary name and renamed, the .json last, so an interrupted build leaves no entry that a later
@@ -204,13 +204,14 @@ def _kept(count: int, max_frames: int) -> np.ndarray:
 
 
 def _to_model(im: Image.Image, settings: FrameSettings, box: tuple[int, int, int, int]) -> np.ndarray:
-    """(S, S, 3) uint8: the crop box of an RGB frame, resized with LANCZOS. Cropped first: resize's
-    own box would let the filter reach pixels outside the crop."""
-    return np.asarray(im.crop(box).resize((settings.size, settings.size), Image.LANCZOS))
+    """(3, S, S) uint8: the crop box of an RGB frame, resized with LANCZOS. Cropped first: resize's
+    own box would let the filter reach pixels outside the crop. Channels first, as the model reads
+    them, so a batch needs no transpose."""
+    return np.asarray(im.crop(box).resize((settings.size, settings.size), Image.LANCZOS)).transpose(2, 0, 1)
 
 
 def _decode_video(path: Path, settings: FrameSettings) -> tuple[np.ndarray, int, tuple[int, int]]:
-    """(N, S, S, 3) uint8 kept frames, the source frame count and (W, H)."""
+    """(N, 3, S, S) uint8 kept frames, the source frame count and (W, H)."""
     av = _av()
     try:
         with av.open(str(path)) as container:  # pass 1: count packets, nothing decoded
@@ -284,16 +285,16 @@ def content_hash(path: Path) -> str:
 
 
 def background_change(frames: np.ndarray, gap: int = DEFAULT_MAX_GAP, pairs: int = MOTION_PAIRS) -> float:
-    """The camera-motion figure of (N, S, S, 3) uint8 frames (module docstring)."""
-    n, s = len(frames), frames.shape[1]
+    """The camera-motion figure of (N, 3, S, S) uint8 frames (module docstring)."""
+    n, s = len(frames), frames.shape[2]
     gap = min(gap, n - 1)
     b = max(1, s // 8)
     border = np.ones((s, s), bool)
     border[b:-b, b:-b] = False
     starts = np.unique(np.round(np.linspace(0, n - 1 - gap, min(pairs, n - gap))).astype(np.int64))
-    a = frames[starts][:, border].astype(np.int16)  # (P, border pixels, 3)
-    c = frames[starts + gap][:, border].astype(np.int16)
-    changed = (np.abs(a - c).max(-1) > CHANGE_LEVEL).mean(-1)  # (P,)
+    a = frames[starts][..., border].astype(np.int16)  # (P, 3, border pixels)
+    c = frames[starts + gap][..., border].astype(np.int16)
+    changed = (np.abs(a - c).max(1) > CHANGE_LEVEL).mean(-1)  # (P,)
     return float(np.median(changed))
 
 
@@ -317,7 +318,7 @@ def _cached(path: Path, settings: FrameSettings, cache_dir: Path) -> tuple[Clip,
         with replacing(meta_file) as tmp:
             tmp.write_text(json.dumps(meta))
     meta = json.loads(meta_file.read_text())
-    frames = np.load(npy, mmap_mode="r")  # (N, S, S, 3) uint8
+    frames = np.load(npy, mmap_mode="r")  # (N, 3, S, S) uint8
     return Clip(path, len(frames), meta["source_frames"], tuple(meta["source_size"]),
                 meta["background_change"], cached, npy), frames
 
@@ -391,14 +392,14 @@ class VideoData:
 
 
 class VideoPairs:
-    """Training pairs of one split: segments (frames (N, S, S, 3) uint8, start, stop) of videos."""
+    """Training pairs of one split: segments (frames (N, 3, S, S) uint8, start, stop) of videos."""
 
     def __init__(self, segments: Sequence[tuple[np.ndarray, int, int]], max_gap: int = DEFAULT_MAX_GAP):
         if isinstance(max_gap, bool) or not isinstance(max_gap, int) or max_gap < 1:
             raise VideoDataError(f"max_gap: got {max_gap!r}, expected a positive number of frames")
         self.segments, self.max_gap = list(segments), max_gap
         self.lengths = np.array([b - a for _, a, b in self.segments])
-        self.size = self.segments[0][0].shape[1]
+        self.size = self.segments[0][0].shape[2]
 
     def sample_indices(self, count: int, rng: np.random.Generator, max_gap: int | None = None
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -417,7 +418,7 @@ class VideoPairs:
                      augment: bool = False, recolour: float = 0.0) -> FramePairs:
         seg, i, j = self.sample_indices(count, rng, max_gap)
         s = self.size
-        x = np.empty((2, count, s, s, 3), np.uint8)
+        x = np.empty((2, count, 3, s, s), np.uint8)
         for k in np.unique(seg):  # one gather per video from its mmap
             rows = np.flatnonzero(seg == k)
             frames, a, _ = self.segments[k]
@@ -425,8 +426,8 @@ class VideoPairs:
             x[1, rows] = frames[a + j[rows]]
         if augment:
             flip = rng.random(count) < 0.5
-            x[:, flip] = x[:, flip, :, ::-1]
-        t = torch.from_numpy(x).permute(0, 1, 4, 2, 3).float().div_(255).contiguous()  # (2, B, 3, S, S)
+            x[:, flip] = x[:, flip, ..., ::-1]
+        t = torch.from_numpy(np.multiply(x, np.float32(1 / 255), dtype=np.float32))  # (2, B, 3, S, S)
         return FramePairs(t[0], t[1], None)
 
 
