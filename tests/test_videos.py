@@ -278,3 +278,18 @@ def test_augment_mirrors_both_frames_of_a_pair_together(tmp_path):
     assert (left1 == left2).all() and 0.3 < left1.float().mean() < 0.7
     x1, _, _ = pairs.sample_pairs(50, np.random.default_rng(0))
     assert (x1[:, 0, 8, 0] == 1).all()  # no augment, no mirroring
+
+
+def test_a_damaged_cache_entry_is_decoded_again_and_an_unwritable_cache_is_bad_input(tmp_path):
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    write_frames(clips / "a", counting_clip(5))
+    cache = tmp_path / "cache"
+    first = VideoData.build(clips, size=16, cache_dir=cache).report.clips[0]
+    first.cache_file.write_bytes(b"\x93NUMPY garbage")
+    again = VideoData.build(clips, size=16, cache_dir=cache)
+    assert not again.report.clips[0].cached and again.frames[0].shape == (5, 3, 16, 16)
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    with pytest.raises(VideoDataError, match="video cache .*: cannot write"):
+        VideoData.build(clips, size=16, cache_dir=blocked / "cache")
