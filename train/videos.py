@@ -54,19 +54,21 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import numbers
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from PIL import Image
 
 from eqsdk.errors import EqsdkError, InputError
-from eqsdk.images import check_pixels, open_image, opened, reason, replacing, save_image, to_rgb
+from eqsdk.images import check_name, check_pixels, open_image, opened, reason, replacing, save_image, to_rgb
 from eqsdk.video import natural_key
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".gif")
@@ -89,8 +91,12 @@ class VideoDataError(InputError):
     """A folder of footage gives no training data, or a setting does not fit it."""
 
 
-class Rejected(Exception):
+class ClipRejected(Exception):
     """One entry of the folder is not a usable clip; the message is the reason."""
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
 @dataclass(frozen=True)
@@ -101,18 +107,18 @@ class FrameSettings:
     max_frames: int = MAX_FRAMES
 
     def __post_init__(self):
-        if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 1:
+        if not _is_int(self.size) or self.size < 1:
             raise VideoDataError(f"size: got {self.size!r}, expected a positive number of pixels (64, 128)")
-        if isinstance(self.max_frames, bool) or not isinstance(self.max_frames, int) \
-                or self.max_frames < MIN_FRAMES:
+        if not _is_int(self.max_frames) or self.max_frames < MIN_FRAMES:
             raise VideoDataError(f"max_frames: got {self.max_frames!r}, expected an integer >= {MIN_FRAMES}")
+        object.__setattr__(self, "size", int(self.size))
+        object.__setattr__(self, "max_frames", int(self.max_frames))
         if self.crop is not None:
-            crop = tuple(self.crop)
-            if len(crop) != 4 or not all(isinstance(v, int) and not isinstance(v, bool) for v in crop) \
-                    or crop[0] < 0 or crop[1] < 0 or crop[2] < 1 or crop[3] < 1:
+            crop = tuple(self.crop) if isinstance(self.crop, Sequence | np.ndarray) else ()
+            if len(crop) != 4 or not all(map(_is_int, crop)) or min(crop[:2]) < 0 or min(crop[2:]) < 1:
                 raise VideoDataError(f"crop: got {self.crop!r}, expected x,y,w,h: four integers, "
                                      "x, y >= 0 and w, h >= 1 (source pixels)")
-            object.__setattr__(self, "crop", crop)
+            object.__setattr__(self, "crop", tuple(map(int, crop)))
 
     def key(self) -> str:
         crop = "centre" if self.crop is None else "crop" + "_".join(map(str, self.crop))
@@ -126,13 +132,13 @@ class FrameSettings:
             return x, y, x + side, y + side
         x, y, w, h = self.crop
         if x + w > width or y + h > height:
-            raise Rejected(f"crop {x},{y},{w},{h} reaches ({x + w}, {y + h}), outside its "
+            raise ClipRejected(f"crop {x},{y},{w},{h} reaches ({x + w}, {y + h}), outside its "
                            f"{width}x{height} frames")
         return x, y, x + w, y + h
 
 
 @dataclass(frozen=True)
-class Clip:
+class UsableClip:
     """One usable video."""
     path: Path
     frames: int  # kept (cached) frames
@@ -153,7 +159,7 @@ class RejectedClip:
 class VideoReport:
     folder: Path
     settings: FrameSettings
-    clips: tuple[Clip, ...]
+    clips: tuple[UsableClip, ...]
     rejected: tuple[RejectedClip, ...]
     train: tuple[Path, ...]  # clips of each split (one clip in both: split in time)
     val: tuple[Path, ...]
@@ -220,11 +226,11 @@ def _decode_video(path: Path, settings: FrameSettings) -> tuple[np.ndarray, int,
     try:
         with av.open(str(path)) as container:  # pass 1: count packets, nothing decoded
             if not container.streams.video:
-                raise Rejected("no video stream")
+                raise ClipRejected("no video stream")
             stream = container.streams.video[0]
             count = sum(1 for packet in container.demux(stream) if packet.size)
         if count < MIN_FRAMES:
-            raise Rejected(f"{count} frame{'s' * (count != 1)}; expected at least {MIN_FRAMES}")
+            raise ClipRejected(f"{count} frame{'s' * (count != 1)}; expected at least {MIN_FRAMES}")
         keep, out, size, box, k = set(_kept(count, settings.max_frames).tolist()), [], None, None, -1
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
@@ -235,16 +241,16 @@ def _decode_video(path: Path, settings: FrameSettings) -> tuple[np.ndarray, int,
                 if k not in keep:
                     continue
                 if (frame.width, frame.height) != size:
-                    raise Rejected(f"frame {k} is {frame.width}x{frame.height}, the first {size[0]}x{size[1]}; "
-                                   "expected one size")
+                    raise ClipRejected(f"frame {k} is {frame.width}x{frame.height}, the first "
+                                       f"{size[0]}x{size[1]}; expected one size")
                 box = box or settings.box(*size)
                 out.append(_to_model(frame.to_image(), settings, box))
     except av.error.FFmpegError as e:
-        raise Rejected(f"unreadable or corrupt ({getattr(e, 'strerror', None) or reason(e)})") from None
+        raise ClipRejected(f"unreadable or corrupt ({getattr(e, 'strerror', None) or reason(e)})") from None
     except InputError as e:
-        raise Rejected(str(e)) from None
+        raise ClipRejected(str(e)) from None
     if len(out) < MIN_FRAMES:
-        raise Rejected(f"{k + 1} frames decoded; expected at least {MIN_FRAMES}")
+        raise ClipRejected(f"{k + 1} frames decoded; expected at least {MIN_FRAMES}")
     return np.stack(out), max(count, k + 1), size
 
 
@@ -256,7 +262,8 @@ def _frame_files(folder: Path) -> list[Path]:
 def _decode_folder(folder: Path, settings: FrameSettings) -> tuple[np.ndarray, int, tuple[int, int]]:
     files = _frame_files(folder)
     if len(files) < MIN_FRAMES:
-        raise Rejected(f"{len(files)} frame files ({'/'.join(FRAME_SUFFIXES)}); expected at least {MIN_FRAMES}")
+        raise ClipRejected(f"{len(files)} frame files ({'/'.join(FRAME_SUFFIXES)}); expected at least "
+                           f"{MIN_FRAMES} (a sub-folder is one video as frames; video files go in the folder itself)")
     try:
         sizes = []
         for p in files:  # headers only: sizes before any decoding
@@ -265,13 +272,13 @@ def _decode_folder(folder: Path, settings: FrameSettings) -> tuple[np.ndarray, i
         if len(set(sizes)) > 1:
             odd = next(p for p, s in zip(files, sizes) if s != sizes[0])
             w, h = sizes[files.index(odd)]
-            raise Rejected(f"frame sizes differ: {files[0].name} is {sizes[0][0]}x{sizes[0][1]}, "
+            raise ClipRejected(f"frame sizes differ: {files[0].name} is {sizes[0][0]}x{sizes[0][1]}, "
                            f"{odd.name} is {w}x{h}; expected one size")
         box = settings.box(*sizes[0])
         frames = [_to_model(to_rgb(open_image(files[k], "frame"), f"frame {files[k].name}"), settings, box)
                   for k in _kept(len(files), settings.max_frames)]
     except InputError as e:
-        raise Rejected(str(e)) from None
+        raise ClipRejected(str(e)) from None
     return np.stack(frames), len(files), sizes[0]
 
 
@@ -318,7 +325,7 @@ def _read_cache(npy: Path) -> tuple[dict, np.ndarray] | None:
         return None
 
 
-def _cached(path: Path, settings: FrameSettings, cache_dir: Path) -> tuple[Clip, np.ndarray]:
+def _cached(path: Path, settings: FrameSettings, cache_dir: Path) -> tuple[UsableClip, np.ndarray]:
     """The clip from the cache, decoding it into the cache first when missing."""
     npy = cache_dir / f"{content_hash(path)}-{settings.key()}.npy"
     entry = _read_cache(npy)
@@ -338,11 +345,11 @@ def _cached(path: Path, settings: FrameSettings, cache_dir: Path) -> tuple[Clip,
                                  f"writable folder (cache_dir, ${CACHE_ENV})") from None
         entry = meta, np.load(npy, mmap_mode="r")
     meta, frames = entry
-    return Clip(path, len(frames), meta["source_frames"], tuple(meta["source_size"]),
+    return UsableClip(path, len(frames), meta["source_frames"], tuple(meta["source_size"]),
                 meta["background_change"], cached, npy), frames
 
 
-def _split(clips: list[Clip], val_fraction: float, seed: int) -> tuple[list, list, str]:
+def _split(clips: list[UsableClip], val_fraction: float, seed: int) -> tuple[list, list, str]:
     """Segments (clip index, start, stop) of each split and the rule applied (module docstring)."""
     n = len(clips)
     if n >= 2:
@@ -372,26 +379,31 @@ class VideoData:
     def build(cls, folder: Path | str, size: int = 64, crop: Sequence[int] | None = None,
               max_frames: int = MAX_FRAMES, cache_dir: Path | str | None = None,
               val_fraction: float = VAL_FRACTION, seed: int = 0) -> "VideoData":
-        settings = FrameSettings(size, None if crop is None else tuple(crop), max_frames)
+        settings = FrameSettings(size, crop, max_frames)
         if not 0 < val_fraction < 1:
             raise VideoDataError(f"val_fraction: got {val_fraction!r}, expected a fraction in (0, 1)")
         folder = Path(folder).expanduser()
+        check_name(folder, f"footage {str(folder)!r}")
         expected = (f"expected a folder of videos ({' '.join(VIDEO_SUFFIXES)}) and/or sub-folders of "
                     f"frames ({' '.join(FRAME_SUFFIXES)})")
         if not folder.is_dir():
-            raise VideoDataError(f"footage {str(folder)!r}: {'not a folder' if folder.exists() else 'no such folder'}; "
-                                 f"{expected}")
+            what = "not a folder" if folder.exists() else "no such folder"
+            raise VideoDataError(f"footage {str(folder)!r}: {what}; {expected}")
         cache_dir = Path(cache_dir if cache_dir is not None
                          else os.environ.get(CACHE_ENV) or DEFAULT_CACHE).expanduser()
+        try:
+            entries = _entries(folder)
+        except OSError as e:
+            raise VideoDataError(f"footage {str(folder)!r}: cannot list ({reason(e)}); {expected}") from None
         clips, frames, rejected = [], [], []
-        for path in _entries(folder):
+        for path in entries:
             try:
                 if not (path.is_dir() or path.suffix.lower() in VIDEO_SUFFIXES):
-                    raise Rejected(f"not a video; {expected}")
+                    raise ClipRejected(f"not a video; {expected}")
                 clip, f = _cached(path, settings, cache_dir)
                 clips.append(clip)
                 frames.append(f)
-            except Rejected as e:
+            except ClipRejected as e:
                 rejected.append(RejectedClip(path, str(e)))
             except OSError as e:  # unreadable file, permissions
                 rejected.append(RejectedClip(path, f"unreadable ({reason(e)})"))
