@@ -272,6 +272,9 @@ def animate(char, bg, drive, motion, output, fps, side_by_side, model, backend, 
     if motion and side_by_side:
         raise click.UsageError("--side-by-side shows the driving frames, which a --motion file does "
                                "not hold; expected --drive CLIP for it")
+    if motion and check_motion:
+        raise click.UsageError("--check-motion checks motions as the clip is read: give it to "
+                               "encode-motion; a --motion file is replayed as saved")
     bg = bg or char
     output = output or f"{Path(char).stem}-{Path(drive or motion).stem}.gif"
     kind = video.check_clip_output(Path(output), overwrite=force)  # before any work

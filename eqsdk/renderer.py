@@ -254,9 +254,9 @@ class Renderer:
                      batch: int = 16, progress=None) -> Iterator[np.ndarray]:
         """animate, one frame at a time: `drive` may be any iterable of images (a list, a Clip
         from read_clip, a generator), read `batch` frames at a time, so a clip of any length
-        runs in flat memory, or a Motion of this bundle (else MotionModelError). The arguments
-        are checked, and char and bg encoded, at the call. `progress(done, total)`: total is
-        None when `drive` has no len()."""
+        runs in flat memory, or a Motion of this bundle (else MotionModelError), replayed as it
+        was saved (checked or not: Motion.checked). The arguments are checked, and char and bg
+        encoded, at the call. `progress(done, total)`: total is None when `drive` has no len()."""
         if isinstance(drive, Motion):
             motion = self.motion_encoding(drive)
             check_batch(batch)

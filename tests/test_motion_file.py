@@ -83,6 +83,7 @@ def test_a_motion_is_read_only(saved):
 def test_frames_from_a_generator_and_fps_given(tiny, drive):
     motion = tiny.encode_motion_clip((f for f in drive[:5]), batch=2, fps=12.5)
     assert len(motion) == 5 and motion.fps == 12.5 and motion.model == "tiny"
+    assert tiny.encode_motion_clip(drive[:1], fps=2000).fps == 2000  # a GIF of 0.5 ms frames
     assert np.array_equal(motion.theta, tiny.encode_motion_clip(drive[:5]).theta)
 
 
@@ -218,7 +219,7 @@ def bad_files(saved: Path) -> dict[str, tuple[bytes | str, str]]:
         "short sha256": (edited(saved, model={"name": "mnist", "sha256": {"f_c": "ab", "t_z": "cd"}}),
                          "expected 64 lowercase hex digits"),
         "no model": (edited(saved, model="mnist"), "key 'model'"),
-        "negative fps": (edited(saved, fps=-5), "key 'fps': -5; expected null or a number"),
+        "negative fps": (edited(saved, fps=-5), "key 'fps': -5; expected null or a positive number"),
         "checked as text": (edited(saved, checked="no"), "key 'checked'"),
         "deeply nested": ("[" * 200_000 + "]" * 200_000, "cannot be parsed as UTF-8 JSON"),
     }
@@ -322,6 +323,7 @@ def bad_cli_calls(tmp: Path, saved: Path) -> dict[str, tuple[list[str], str]]:
                              "expected --drive CLIP or --motion FILE (one of them)"),
         "neither": (anim, "expected --drive CLIP or --motion FILE"),
         "side by side": (anim + ["--motion", str(saved), "--side-by-side"], "a --motion file does not hold"),
+        "check motion": (anim + ["--motion", str(saved), "--check-motion"], "give it to encode-motion"),
         "other bundle": (anim + ["--motion", str(saved), "--model", "sprites"],
                          "encoded by the model 'mnist'"),
         "corrupt motion": (anim + ["--motion", str(tmp / "corrupt.eqm")], "cannot be parsed as UTF-8 JSON"),
@@ -334,7 +336,7 @@ def bad_cli_calls(tmp: Path, saved: Path) -> dict[str, tuple[list[str], str]]:
     }
 
 
-@pytest.mark.parametrize("case", ["drive and motion", "neither", "side by side", "other bundle",
+@pytest.mark.parametrize("case", ["drive and motion", "neither", "side by side", "check motion", "other bundle",
                                   "corrupt motion", "missing motion", "existing output", "not .eqm",
                                   "missing clip", "no clip"])
 def test_cli_misuse_is_one_line_exit_2_and_nothing_written(case, saved, tmp_path, capsys):
