@@ -16,12 +16,13 @@ motion T^X (mnist), by their correlation.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import shlex
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,8 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from eqsdk.errors import EqsdkError
+from eqsdk.errors import EqsdkError, InputError
+from train import distributed
 from train.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
 from train.datasets import DATASETS, VAL_BACKGROUNDS, pair_source
 from train.model import ModelConfig, SceneModel, config_from_dict, grow_from
@@ -54,6 +56,10 @@ class TrainConfig:
     char_dropout: float = 0.5  # share of renders made from f_b alone at the start ...
     char_dropout_until: int = 300_000  # ... falling linearly to 0 at this many samples
     near_until: int = 100_000  # samples during which pairs are adjacent frames only
+    # The batch is drawn and its loss taken in this many equal shards whose gradients are averaged:
+    # one per rank under torchrun (its world size when left at 1), several per process to
+    # accumulate gradients; the same shards give the same steps however many processes share them.
+    shards: int = 1
 
     from_dict = classmethod(config_from_dict)
 
@@ -99,8 +105,28 @@ def near_pairs(tcfg: TrainConfig, samples: int) -> bool:
     return samples < tcfg.near_until
 
 
-def pick_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def shard_rng(tcfg: TrainConfig, step: int, shard: int) -> np.random.Generator:
+    """The random stream of one shard of one step: resumable, and the same on any number of ranks."""
+    return np.random.default_rng([tcfg.seed, step] if tcfg.shards == 1 else [tcfg.seed, step, shard])
+
+
+def keep_character(tcfg: TrainConfig, rng: np.random.Generator, n: int, dropout: float,
+                   device: torch.device) -> torch.Tensor:
+    """(n,) 1 for the renders that keep the character, 0 for those dropped (character dropout). One
+    shard draws from torch's seeded stream, as the shipped recipes did; several draw from their own
+    streams, so that every rank draws what one process would."""
+    u = torch.rand(n, device=device) if tcfg.shards == 1 else torch.from_numpy(rng.random(n)).to(device)
+    return (u >= dropout).float()
+
+
+def check_shards(tcfg: TrainConfig, ranks: distributed.Ranks) -> TrainConfig:
+    """The run's shards (the world size under torchrun when not set), checked against the batch."""
+    if ranks.distributed and tcfg.shards == 1:
+        tcfg = replace(tcfg, shards=ranks.world)
+    if tcfg.shards % ranks.world or tcfg.batch % tcfg.shards:
+        raise InputError(f"--shards {tcfg.shards} with --batch {tcfg.batch} on {ranks.world} processes: expected "
+                         "shards a multiple of the processes and the batch a multiple of the shards")
+    return tcfg
 
 
 def grid_image(rows: list[torch.Tensor], path: Path, n: int = 8) -> None:
@@ -168,23 +194,32 @@ def start(out: Path, cfg: ModelConfig, tcfg: TrainConfig, init_from: Path | None
     return cfg, tcfg, model, opt, state, meta
 
 
-def train_step(model: SceneModel, opt, tcfg: TrainConfig, x1, x2, state: dict, fraction: float,
-               autocast) -> tuple[dict, dict]:
-    """One optimiser step on eq. 4 with the schedules where training is; -> the losses and the
-    scheduled values."""
-    scheduled = {"lr": learning_rate(tcfg, state["step"], fraction),
-                 "a_equiv": equiv_weight(tcfg, state["samples"]),
-                 "char_dropout": char_dropout(tcfg, state["samples"])}
+def schedules(tcfg: TrainConfig, state: dict, fraction: float) -> dict:
+    """The scheduled values where training is."""
+    return {"lr": learning_rate(tcfg, state["step"], fraction),
+            "a_equiv": equiv_weight(tcfg, state["samples"]),
+            "char_dropout": char_dropout(tcfg, state["samples"])}
+
+
+def train_step(losses_of, opt, tcfg: TrainConfig, shards: list[tuple], scheduled: dict) -> dict:
+    """One optimiser step on eq. 4 over this process's shards of the batch, each (x1, x2, keep_char);
+    -> the losses of the shards, concatenated or averaged. losses_of: distributed.wrap(model), whose
+    backward averages the gradients over the ranks."""
     for group in opt.param_groups:
         group["lr"] = scheduled["lr"]
-    keep = (torch.rand(len(x1), device=x1.device) >= scheduled["char_dropout"]).float()
-    with autocast:
-        losses = model.losses(x1, x2, keep)
-    total = losses["scene"] + scheduled["a_equiv"] * losses["equiv"] + tcfg.alpha_inv * losses["inv"]  # eq. 4
     opt.zero_grad(set_to_none=True)
-    total.backward()
+    parts = []
+    for n, (x1, x2, keep) in enumerate(shards):
+        last = n == len(shards) - 1
+        sync = contextlib.nullcontext() if last or not hasattr(losses_of, "no_sync") else losses_of.no_sync()
+        with sync:
+            losses = losses_of(x1, x2, keep)
+            total = losses["scene"] + scheduled["a_equiv"] * losses["equiv"] + tcfg.alpha_inv * losses["inv"]  # eq. 4
+            (total / len(shards)).backward()
+        parts.append(losses)
     opt.step()
-    return losses, scheduled
+    return {k: torch.cat([p[k] for p in parts]) if parts[0][k].ndim else torch.stack([p[k] for p in parts]).mean()
+            for k in parts[0]}
 
 
 def train(out: Path, cfg: ModelConfig, tcfg: TrainConfig, budget: Budget, init_from: Path | None = None,
@@ -192,18 +227,34 @@ def train(out: Path, cfg: ModelConfig, tcfg: TrainConfig, budget: Budget, init_f
     """Train one stage into out/ and return its last checkpoint. init_from: a checkpoint whose
     weights a new run starts from (its own step count, schedule and optimiser; extra decoder
     layers start as the identity). record: what the checkpoint says made it (command, recipe,
-    stage)."""
-    device = pick_device()
+    stage). Under torchrun, one rank of a data-parallel run (train/distributed.py)."""
+    ranks = distributed.start()
+    try:
+        return run(out, cfg, tcfg, budget, init_from, record, sample_every, data_dir, ranks)
+    finally:
+        distributed.stop(ranks)
+
+
+def run(out: Path, cfg: ModelConfig, tcfg: TrainConfig, budget: Budget, init_from: Path | None,
+        record: dict | None, sample_every: float, data_dir: Path | None, ranks: distributed.Ranks) -> dict:
+    device = distributed.device(ranks)
     cfg, tcfg, model, opt, state, meta = start(out, cfg, tcfg, init_from, record, device)
+    tcfg = check_shards(tcfg, ranks)
+    losses_of = distributed.wrap(model, ranks)
+    mine = range(ranks.rank * tcfg.shards // ranks.world, (ranks.rank + 1) * tcfg.shards // ranks.world)
+    per_shard = tcfg.batch // tcfg.shards
     train_set = pair_source(tcfg.dataset, "train", tcfg.n_backgrounds, tcfg.seed, tcfg.characters, data_dir)
     val_set = pair_source(tcfg.dataset, "val", VAL_BACKGROUNDS, tcfg.seed, tcfg.characters, data_dir)
     val_x1, val_x2, _ = val_set.sample_pairs(256, np.random.default_rng([tcfg.seed, 1]))
     autocast = torch.autocast(device.type, dtype=torch.bfloat16)
 
     def checkpoint() -> dict:
+        if ranks.distributed:  # raises when the ranks' weights have drifted apart
+            row.update(processes=ranks.world, ranks_max_abs_diff=distributed.check_in_sync(model, ranks))
         saved = {"model": model.state_dict(), "optimizer": opt.state_dict(), **state,
                  "model_config": cfg.to_dict(), "train_config": asdict(tcfg), "budget": asdict(budget), **meta}
-        save_checkpoint(out / "last.pt", saved)
+        if ranks.main:
+            save_checkpoint(out / "last.pt", saved)
         return saved
 
     @torch.no_grad()
@@ -213,21 +264,31 @@ def train(out: Path, cfg: ModelConfig, tcfg: TrainConfig, budget: Budget, init_f
                                   for a, b in zip(val_x1.split(64), val_x2.split(64))]))
 
     out.mkdir(parents=True, exist_ok=True)
-    log = (out / "log.jsonl").open("a")
-    bar = tqdm(initial=state["step"], unit="step", dynamic_ncols=True, mininterval=1 if sys.stderr.isatty() else 60)
+    log = (out / "log.jsonl").open("a") if ranks.main else None
+    bar = tqdm(initial=state["step"], unit="step", dynamic_ncols=True, disable=not ranks.main,
+               mininterval=1 if sys.stderr.isatty() else 60)
     last_sample = time.perf_counter()
+    row = {}
     while not budget.done(state):
         t0 = time.perf_counter()
-        rng = np.random.default_rng([tcfg.seed, state["step"]])  # resumable stream
-        near = near_pairs(tcfg, state["samples"])
-        x1, x2, tx = train_set.sample_pairs(tcfg.batch, rng, max_gap=1 if near else None, augment=True,
-                                            recolour=tcfg.recolour)
-        x1, x2 = (x.to(device, memory_format=torch.channels_last) for x in (x1, x2))
+        scheduled = schedules(tcfg, state, budget.fraction(state))
+        max_gap = 1 if near_pairs(tcfg, state["samples"]) else None
+        shards, motions = [], []
+        for shard in mine:
+            rng = shard_rng(tcfg, state["step"], shard)  # resumable stream
+            x1, x2, tx = train_set.sample_pairs(per_shard, rng, max_gap=max_gap, augment=True, recolour=tcfg.recolour)
+            keep = keep_character(tcfg, rng, per_shard, scheduled["char_dropout"], device)
+            shards.append(tuple(x.to(device, memory_format=torch.channels_last) if x.ndim == 4 else x.to(device)
+                                for x in (x1, x2, keep)))
+            motions.append(tx)
         t_data = time.perf_counter() - t0
-        losses, scheduled = train_step(model, opt, tcfg, x1, x2, state, budget.fraction(state), autocast)
-        dt = time.perf_counter() - t0
+        losses = train_step(losses_of, opt, tcfg, shards, scheduled)
+        # every rank takes the same schedule and sampling decisions: from the slowest clock
+        dt, sample_due = distributed.agree([time.perf_counter() - t0,
+                                            float(time.perf_counter() - last_sample > sample_every)], ranks)
         state.update(step=state["step"] + 1, samples=state["samples"] + tcfg.batch, elapsed=state["elapsed"] + dt)
 
+        tx = None if motions[0] is None else np.concatenate(motions)
         spread, corr = theta_stats(losses["theta"].cpu(), tx)
         row = {"step": state["step"], "samples": state["samples"], "elapsed": round(state["elapsed"], 2),
                **{k: losses[k].item() for k in ("scene", "equiv", "inv")}, **scheduled,
@@ -236,18 +297,22 @@ def train(out: Path, cfg: ModelConfig, tcfg: TrainConfig, budget: Budget, init_f
         bar.set_postfix(scene=f"{row['scene']:.4f}", equiv=f"{row['equiv']:.3f}", inv=f"{row['inv']:.3f}",
                         tz=f"{spread:.3f}" + ("" if corr is None else f"/{corr:+.2f}"),
                         sps=f"{row['samples_per_s']:.0f}")
-        if time.perf_counter() - last_sample > sample_every or budget.done(state):
+        if sample_due or budget.done(state):
             last_sample = time.perf_counter()
-            row["val_scene"] = validate()
-            grid_image([x1, x2, losses["render"], *decomposition(model, x1, autocast)], out / "samples.png")
+            if ranks.main:
+                row["val_scene"] = validate()
+                x1, x2 = (torch.cat([shard[k] for shard in shards]) for k in (0, 1))
+                grid_image([x1, x2, losses["render"], *decomposition(model, x1, autocast)], out / "samples.png")
             checkpoint()
-            tqdm.write(json.dumps({k: round(v, 5) if isinstance(v, float) else v for k, v in row.items()}))
-        if state["step"] % 20 == 0 or "val_scene" in row:
+            if ranks.main:
+                tqdm.write(json.dumps({k: round(v, 5) if isinstance(v, float) else v for k, v in row.items()}))
+        if log and (state["step"] % 20 == 0 or "val_scene" in row):
             log.write(json.dumps(row) + "\n")
             log.flush()
     bar.close()
-    print(f"done: {state['step']} steps, {state['samples']} samples, {state['elapsed'] / 60:.1f} min",
-          file=sys.stderr)
+    if ranks.main:
+        print(f"done: {state['step']} steps, {state['samples']} samples, {state['elapsed'] / 60:.1f} min"
+              + (f", {ranks.world} processes" if ranks.distributed else ""), file=sys.stderr)
     return checkpoint()
 
 
