@@ -99,6 +99,7 @@ def test_report_keeps_good_clips_and_says_why_others_are_rejected(footage, built
     by_name = {c.path.name: c for c in r.clips}
     assert by_name["walk.mp4"].frames == 12 and by_name["walk.mp4"].source_size == (128, 96)
     assert by_name["walk.gif"].frames == 8 and by_name["frames"].frames == 6
+    assert r.moving_camera == () and max(c.background_change for c in r.clips) < 0.1  # GIF dithering too
     text = r.format()
     assert "rejected corrupt.mp4" in text and "split: by video" in text
 
@@ -219,10 +220,11 @@ def test_frame_cap_keeps_evenly_spaced_frames(tmp_path):
     np.testing.assert_array_equal(frames[:, 0, 0, 0], np.array([0, 10, 20, 30, 40]) * 4)
 
 
-def test_camera_motion_flags_a_pan_not_a_moving_sprite(tmp_path):
+@pytest.mark.parametrize("size", [32, 64, 128])
+def test_camera_motion_flags_a_pan_not_a_moving_sprite(tmp_path, size):
     write_video(tmp_path / "still.mp4", sprite_clip(16))
     write_video(tmp_path / "pan.mp4", pan_clip(16))
-    report = VideoData.build(tmp_path, size=64, cache_dir=tmp_path / "cache").report
+    report = VideoData.build(tmp_path, size=size, cache_dir=tmp_path / "cache").report
     change = {c.path.name: c.background_change for c in report.clips}
     assert change["still.mp4"] < 0.05 and change["pan.mp4"] > 0.5
     assert [p.name for p in report.moving_camera] == ["pan.mp4"] and MOVING_CAMERA < 0.5

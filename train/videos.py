@@ -44,10 +44,12 @@ cache_dir defaults to $EQSDK_VIDEO_CACHE or ~/.cache/eqsdk/videos.
 
 Camera motion. The method assumes a still background. Per clip, background_change is the median,
 over up to MOTION_PAIRS pairs of kept frames DEFAULT_MAX_GAP apart, of the fraction of pixels in
-the border strip (the outer eighth of the model-size frame on each side, where the background
-mostly is) whose value changes by more than CHANGE_LEVEL / 255 in some channel. A still camera
-with a character moving inside the frame stays near 0; a pan, tilt, zoom or shake over a textured
-scene changes most of the border. Clips above MOVING_CAMERA are listed as warnings.
+the border strip (the outer eighth on each side, where the background mostly is) whose value
+changes by more than CHANGE_LEVEL / 255 in some channel, on frames averaged in whole blocks down
+to about MOTION_SIZE x MOTION_SIZE (2x2 blocks at size 64), which evens out GIF dithering and
+compression noise. A still camera with a character moving inside the frame stays near 0; a pan,
+tilt, zoom or shake over a textured scene changes most of the border. Clips above MOVING_CAMERA
+are listed as warnings.
 """
 from __future__ import annotations
 
@@ -82,6 +84,7 @@ CACHE_ENV = "EQSDK_VIDEO_CACHE"
 DEFAULT_CACHE = Path("~/.cache/eqsdk/videos")
 CACHE_VERSION = 1  # bump when the decoding or resizing changes what a cache file holds
 MOTION_PAIRS = 64
+MOTION_SIZE = 32  # frames are averaged down to about this size (whole blocks) before comparing
 CHANGE_LEVEL = 16  # of 255: above compression noise and slight lighting drift
 MOVING_CAMERA = 0.2  # background_change above which a clip is listed as moving
 INSTALL_HINT = 'pip install "eqsdk[train]"'
@@ -297,16 +300,21 @@ def content_hash(path: Path) -> str:
 
 def background_change(frames: np.ndarray, gap: int = DEFAULT_MAX_GAP, pairs: int = MOTION_PAIRS) -> float:
     """The camera-motion figure of (N, 3, S, S) uint8 frames (module docstring)."""
-    n, s = len(frames), frames.shape[2]
+    n = len(frames)
     gap = min(gap, n - 1)
+    starts = np.unique(np.round(np.linspace(0, n - 1 - gap, min(pairs, n - gap))).astype(np.int64))
+    f = max(1, frames.shape[2] // MOTION_SIZE)
+    s = frames.shape[2] // f
+
+    def pooled(k: np.ndarray) -> np.ndarray:  # (P, 3, s, s): f x f block means, noise evened out
+        x = frames[k][..., :s * f, :s * f].astype(np.float32)
+        return x.reshape(len(k), 3, s, f, s, f).mean((3, 5))
+
     b = max(1, s // 8)
     border = np.ones((s, s), bool)
     border[b:-b, b:-b] = False
-    starts = np.unique(np.round(np.linspace(0, n - 1 - gap, min(pairs, n - gap))).astype(np.int64))
-    a = frames[starts][..., border].astype(np.int16)  # (P, 3, border pixels)
-    c = frames[starts + gap][..., border].astype(np.int16)
-    changed = (np.abs(a - c).max(1) > CHANGE_LEVEL).mean(-1)  # (P,)
-    return float(np.median(changed))
+    diff = np.abs(pooled(starts) - pooled(starts + gap))[..., border]  # (P, 3, border pixels)
+    return float(np.median((diff.max(1) > CHANGE_LEVEL).mean(-1)))
 
 
 def _entries(folder: Path) -> list[Path]:
