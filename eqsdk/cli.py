@@ -15,6 +15,7 @@ from eqsdk import __version__
 from eqsdk.bundle import DEFAULT_MODEL, MODELS
 from eqsdk.errors import EqsdkError
 from eqsdk.images import ResizeWarning, check_output, check_scale
+from eqsdk.renderer import BATCH
 
 MODEL_HELP = f"bundled model ({', '.join(MODELS)}) or a bundle directory [default: {DEFAULT_MODEL}]"
 
@@ -354,6 +355,28 @@ def encode_motion(clip, output, model, backend, check_motion, force) -> None:
     eqsdk.save_motion(motion, output, overwrite=force)
     click.echo(f"wrote {output} ({len(motion)} frames, model {renderer.name}, backend "
                f"{renderer.backend.name})", err=True)
+
+
+@cli.command("export-triton")
+@click.argument("bundle", metavar="BUNDLE")
+@click.option("--out", required=True, metavar="REPO", help="model repository folder to write (new or empty)")
+@click.option("--max-batch-size", default=BATCH, show_default=True, type=click.IntRange(1),
+              help="largest batch each model and the ensemble accept")
+@click.option("--force", is_flag=True, help="replace an existing model repository")
+def export_triton(bundle, out, max_batch_size, force) -> None:
+    """Write BUNDLE (a bundled model's name or a bundle directory) as a Triton Inference Server
+    model repository: each graph with its config.pbtxt and dynamic batching, and the ensemble
+    `render` (x_c, x_b, x_t1, x_t2 -> image, float32, unclipped).
+
+    \b
+    Example:
+      eqsdk export-triton mnist --out triton-repo
+      tritonserver --model-repository triton-repo
+    """
+    from eqsdk.triton import triton_command
+
+    for line in triton_command(bundle, out, max_batch_size, force):
+        click.echo(line)
 
 
 @cli.command()

@@ -226,3 +226,14 @@ def test_exporting_needs_neither_torch_nor_tritonclient(tmp_path):
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "repo")], capture_output=True,
                          text=True, check=True).stdout
     assert out.strip() == "[]" and (tmp_path / "repo" / ENSEMBLE / "config.pbtxt").is_file()
+
+
+def test_the_cli_writes_a_repository_and_refuses_to_replace_it(tmp_path, capsys):
+    from eqsdk.cli import main
+
+    out = tmp_path / "repo"
+    assert main(["export-triton", "mnist", "--out", str(out), "--max-batch-size", "8"]) == 0
+    assert (out / "render" / "config.pbtxt").is_file() and "max_batch_size: 8" in (out / "f_c" / "config.pbtxt").read_text()
+    assert main(["export-triton", "mnist", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(out) in err and "--force" in err
