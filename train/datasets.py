@@ -6,13 +6,14 @@ clip with the same background, and the ground-truth motion T^X where the dataset
     sprites-bg  LPC sprites on diamond backgrounds (§4.2, §4.4); no T^X
     lpc-open    open LPC characters from the whole layer set (train/lpc_open.py) on a white canvas
     lpc-open-bg the same on diamond backgrounds
-    videos:DIR  the user's footage in folder DIR (train/videos.py): split by video, frames of
-                size x size; no T^X
+    videos:DIR  the user's footage in folder DIR (train/videos.py): split by video with seed 0
+                whatever the training seed, frames of size x size; no T^X
 
 Every source has sample_pairs(count, rng, max_gap=None, augment=False, recolour=0.0) -> (x1, x2,
-tx): x1, x2 (B, 3, 64, 64) in [0, 1] and tx (B, N, 2, 3) or None. augment recolours and
-flips/rotates the backgrounds (moving_mnist.augment_backgrounds), after redrawing their colours
-from the palette with probability recolour; it changes nothing on a plain canvas.
+tx): x1, x2 (B, 3, 64, 64) in [0, 1] (size x size for videos:DIR) and tx (B, N, 2, 3) or None.
+augment recolours and flips/rotates the backgrounds (moving_mnist.augment_backgrounds), after
+redrawing their colours from the palette with probability recolour; it changes nothing on a plain
+canvas (videos:DIR: it mirrors both frames of half the pairs).
 
 Sprite backgrounds are the fixed sets of make_backgrounds(split, n, seed=0) whatever the training
 seed (the first n of the split's stream, so 64 training backgrounds are a subset of 1000), and the
