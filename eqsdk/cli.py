@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -13,7 +14,7 @@ import click
 
 from eqsdk import __version__
 from eqsdk.bundle import DEFAULT_MODEL, MODELS
-from eqsdk.errors import EqsdkError
+from eqsdk.errors import BackendError, EqsdkError
 from eqsdk.images import ResizeWarning, check_output, check_scale
 from eqsdk.renderer import BATCH
 
@@ -355,6 +356,92 @@ def encode_motion(clip, output, model, backend, check_motion, force) -> None:
     eqsdk.save_motion(motion, output, overwrite=force)
     click.echo(f"wrote {output} ({len(motion)} frames, model {renderer.name}, backend "
                f"{renderer.backend.name})", err=True)
+
+
+@contextlib.contextmanager
+def training_code():
+    """Around an import of the training and export code, which needs the `train` extra (torch)."""
+    try:
+        yield
+    except ModuleNotFoundError as e:
+        top = (e.name or "").split(".")[0]
+        if top in ("train", "export"):  # an editable install run outside its checkout
+            raise BackendError("the training code is not importable here: run from the repository's root, "
+                               "or install the package: pip install 'eqsdk[train]'") from None
+        if top in ("torch", "onnx", "onnxscript", "av", "tqdm", "matplotlib"):
+            raise BackendError(f"eqsdk train and eqsdk export need PyTorch and the training packages "
+                               f"({e.name} is missing): pip install 'eqsdk[train]'") from None
+        raise
+
+
+def parse_crop(ctx, param, value):
+    if value is None:
+        return None
+    parts = value.split(",")
+    if len(parts) != 4 or not all(p.strip().isdigit() for p in parts):
+        raise click.BadParameter(f"got {value!r}, expected x,y,w,h: four whole numbers of source pixels")
+    return tuple(int(p) for p in parts)
+
+
+@cli.command("train")
+@click.argument("footage", metavar="FOLDER")
+@click.option("--out", required=True, metavar="RUN", help="run folder: checkpoints, logs, previews (resumed if it holds one)")
+@click.option("--size", default=64, show_default=True, type=click.Choice(["32", "64", "128", "256"]),
+              help="square frame size the model works at")
+@click.option("--minutes", type=click.FloatRange(min=0, min_open=True), help="train this long (in all, across resumes)")
+@click.option("--steps", type=click.IntRange(1), help="train this many steps of --batch pairs (in all)")
+@click.option("--batch", default=64, show_default=True, type=click.IntRange(1), help="pairs per step (all processes together)")
+@click.option("--max-gap", default=8, show_default=True, type=click.IntRange(1),
+              help="a pair's two frames are at most this many kept frames apart")
+@click.option("--crop", callback=parse_crop, metavar="X,Y,W,H", help="region of each frame to use [default: the centre square]")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--sample-every", default=300, show_default=True, type=click.FloatRange(min=0),
+              help="seconds between checkpoints, samples.png and preview.gif")
+@click.option("--threads", type=click.IntRange(1), help="CPU threads per process [default: PyTorch's]")
+def train_command(footage, out, size, minutes, steps, batch, max_gap, crop, seed, sample_every, threads) -> None:
+    """Train a model on FOLDER: videos (.mp4 .mov .mkv .webm .avi .gif) and/or folders of frames,
+    one video each, filmed with a still camera. Run it again to resume; run it under torchrun to
+    train on several processes or machines.
+
+    \b
+    Examples:
+      eqsdk train clips/ --out runs/mine --size 64 --minutes 60
+      torchrun --standalone --nproc_per_node=2 "$(command -v eqsdk)" train clips/ --out runs/mine --steps 200
+      eqsdk export runs/mine --out bundles/mine
+    """
+    with training_code():
+        import torch
+        from train import distributed
+        from train.footage import FootageRun, train_on_footage
+    if threads:
+        torch.set_num_threads(threads)
+    run = FootageRun(Path(footage), Path(out), int(size), steps, minutes, batch, max_gap, crop, seed, sample_every)
+    ckpt = train_on_footage(run, "eqsdk train " + shlex.join(sys.argv[2:]))
+    if distributed.is_main_process():
+        click.echo(f"wrote {Path(out) / 'last.pt'} (step {ckpt['step']}); next: eqsdk export {out} --out BUNDLE",
+                   err=True)
+
+
+@cli.command("export")
+@click.argument("run", metavar="RUN")
+@click.option("--out", required=True, metavar="BUNDLE", help="bundle folder to write")
+@click.option("--name", help="the bundle's name [default: the folder's name]")
+@click.option("--force", is_flag=True, help="replace an existing bundle")
+def export_command(run, out, name, force) -> None:
+    """Export a training run (its folder, or a checkpoint .pt) as a model bundle: the four graphs,
+    each checked against PyTorch, with its manifest. Render with it: --model BUNDLE.
+
+    \b
+    Example:
+      eqsdk export runs/mine --out bundles/mine
+      eqsdk animate --model bundles/mine --char a.png --drive walk.mp4 -o out.gif
+    """
+    with training_code():
+        from export.to_onnx import export_bundle
+    checkpoint = Path(run) / "last.pt" if Path(run).is_dir() else Path(run)
+    manifest = export_bundle(checkpoint, Path(out), name or Path(out).name, force=force)
+    click.echo(f"wrote {out} (model {manifest.name}, {manifest.config['image_size']}px; parity with PyTorch "
+               f"max abs diff {max(manifest.parity.values()):.1e})", err=True)
 
 
 @cli.command("export-triton")

@@ -23,7 +23,7 @@ import torch
 
 import eqsdk
 from eqsdk import verify
-from eqsdk.errors import EqsdkError
+from eqsdk.errors import EqsdkError, InputError
 from eqsdk.graphs import GRAPHS, resolve
 from eqsdk.manifest import GraphEntry, Golden, Manifest, frozen, read_manifest, training_record
 from eqsdk.verify import (GOLDEN_BATCH, GOLDEN_POOL, GOLDEN_SEED, GOLDEN_TOLERANCE, backend_runner,
@@ -124,8 +124,11 @@ def export_bundle(checkpoint: Path, out: Path, name: str, evaluation: dict | Non
     renders and the parity measured on them; returns the manifest as eqsdk reads it back."""
     model, ckpt = load_checkpoint(checkpoint)
     cfg = model.cfg.to_dict()
+    if out.exists() and not out.is_dir():
+        raise InputError(f"bundle folder {str(out)!r} is a file; expected a new or empty folder")
     if out.exists() and any(out.iterdir()) and not force:
-        raise SystemExit(f"{out} exists and is not empty; pass --force to replace it")
+        raise InputError(f"bundle folder {str(out)!r} exists and is not empty; expected a new or empty "
+                         "folder, or --force to replace it")
     if training is None:
         training = {"command": ckpt.get("command"), "recipe": ckpt.get("recipe"),
                     "stage": ckpt.get("stage"), "step": ckpt["step"], "samples": ckpt["samples"],
@@ -150,8 +153,8 @@ def export_bundle(checkpoint: Path, out: Path, name: str, evaluation: dict | Non
                         {k: np.round(v, 7).tolist() for k, v in thumbs.items()})
         parity = check_parity(model, tmp)
         bad = {k: v for k, v in parity.items() if v > TOLERANCE}
-        if bad:
-            raise SystemExit(f"parity check failed (tolerance {TOLERANCE}): {bad}")
+        if bad:  # the exporter's bug, not the user's input
+            raise RuntimeError(f"parity check failed (tolerance {TOLERANCE}): {bad}")
         replace(manifest, golden=golden, parity=parity).write(tmp)
         manifest = read_manifest(tmp)  # what eqsdk will read: parsed, every sha256 checked
         if out.exists():

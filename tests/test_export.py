@@ -86,9 +86,10 @@ def test_manifest_describes_the_bundle(tiny_bundle):
 
 
 def test_export_refuses_to_replace_a_bundle_without_force(tiny_bundle, tiny_checkpoint):
+    from eqsdk.errors import InputError
     from export.to_onnx import export_bundle
 
-    with pytest.raises(SystemExit, match="--force"):
+    with pytest.raises(InputError, match="--force"):
         export_bundle(tiny_checkpoint, tiny_bundle[0], "tiny")
 
 

@@ -30,7 +30,7 @@ import torch
 from train import lpc, lpc_open
 from train.backgrounds import make_backgrounds
 from train.moving_mnist import MovingMNIST
-from train.videos import load_videos
+from train.videos import DEFAULT_MAX_GAP, load_videos
 
 DATASETS = ("mnist", "sprites", "sprites-bg", "lpc-open", "lpc-open-bg")
 VIDEOS = "videos:"  # + a folder of footage
@@ -66,12 +66,13 @@ class SpritePairs:
 
 
 def pair_source(dataset: str, split: str, n_backgrounds: int, seed: int = 0, characters: int = 0,
-                data_dir: Path | None = None, size: int = 64) -> PairSource:
+                data_dir: Path | None = None, size: int = 64, crop: Sequence[int] | None = None,
+                max_gap: int = DEFAULT_MAX_GAP) -> PairSource:
     """The pairs of one split. seed: Moving MNIST's background seed; characters: the sprites
-    subset (0: the whole split); data_dir: where to look for the data (train.data_dir); size: the
-    frame size of videos:DIR (the other datasets are 64)."""
+    subset (0: the whole split); data_dir: where to look for the data (train.data_dir); size,
+    crop, max_gap: the frames of videos:DIR (train/videos.py; the other datasets are 64)."""
     if dataset.startswith(VIDEOS):
-        return load_videos(dataset[len(VIDEOS):], size).pairs(split)
+        return load_videos(dataset[len(VIDEOS):], size, None if crop is None else tuple(crop)).pairs(split, max_gap)
     if dataset == "mnist":
         return MovingMNIST(split, 1, n_backgrounds, seed=seed, data_dir=data_dir)
     if dataset == "sprites":

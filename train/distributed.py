@@ -35,6 +35,11 @@ class Ranks:
         return self.world > 1
 
 
+def is_main_process() -> bool:
+    """Rank 0, or not under torchrun: the process that prints and writes."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def start() -> Ranks:
     """Join torchrun's process group when launched by it (WORLD_SIZE > 1)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))

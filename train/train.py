@@ -24,6 +24,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -33,14 +34,15 @@ from tqdm import tqdm
 from eqsdk.errors import EqsdkError, InputError
 from train import distributed
 from train.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
-from train.datasets import DATASETS, VAL_BACKGROUNDS, pair_source
+from train.datasets import DATASETS, VAL_BACKGROUNDS, VIDEOS, pair_source
 from train.model import ModelConfig, SceneModel, config_from_dict, grow_from
 from train.moving_mnist import affine_inverse
+from train.videos import DEFAULT_MAX_GAP, parse_crop
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    dataset: str = "mnist"  # one of datasets.DATASETS
+    dataset: str = "mnist"  # one of datasets.DATASETS, or videos:DIR (the footage in folder DIR)
     n_backgrounds: int = 64  # training backgrounds (mnist, sprites-bg)
     recolour: float = 0.0  # share of training backgrounds whose colours are redrawn
     characters: int = 0  # sprites: only the first N characters of each split (0: all; quick runs)
@@ -56,6 +58,8 @@ class TrainConfig:
     char_dropout: float = 0.5  # share of renders made from f_b alone at the start ...
     char_dropout_until: int = 300_000  # ... falling linearly to 0 at this many samples
     near_until: int = 100_000  # samples during which pairs are adjacent frames only
+    video_crop: tuple[int, int, int, int] | None = None  # videos: x, y, w, h in source pixels (None: centre square)
+    max_gap: int = DEFAULT_MAX_GAP  # videos: kept frames between a pair's two, at most
     # The batch is drawn and its loss taken in this many equal shards whose gradients are averaged:
     # one per rank under torchrun (its world size when left at 1), several per process to
     # accumulate gradients; the same shards give the same steps however many processes share them.
@@ -223,28 +227,31 @@ def train_step(losses_of, opt, tcfg: TrainConfig, shards: list[tuple], scheduled
 
 
 def train(out: Path, cfg: ModelConfig, tcfg: TrainConfig, budget: Budget, init_from: Path | None = None,
-          record: dict | None = None, sample_every: float = 300, data_dir: Path | None = None) -> dict:
+          record: dict | None = None, sample_every: float = 300, data_dir: Path | None = None,
+          preview: Callable[[SceneModel], None] | None = None) -> dict:
     """Train one stage into out/ and return its last checkpoint. init_from: a checkpoint whose
     weights a new run starts from (its own step count, schedule and optimiser; extra decoder
     layers start as the identity). record: what the checkpoint says made it (command, recipe,
-    stage). Under torchrun, one rank of a data-parallel run (train/distributed.py)."""
+    stage). preview(model): called with the samples, every sample_every seconds. Under torchrun,
+    one rank of a data-parallel run (train/distributed.py)."""
     ranks = distributed.start()
     try:
-        return run(out, cfg, tcfg, budget, init_from, record, sample_every, data_dir, ranks)
+        return run(out, cfg, tcfg, budget, init_from, record, sample_every, data_dir, preview, ranks)
     finally:
         distributed.stop(ranks)
 
 
 def run(out: Path, cfg: ModelConfig, tcfg: TrainConfig, budget: Budget, init_from: Path | None,
-        record: dict | None, sample_every: float, data_dir: Path | None, ranks: distributed.Ranks) -> dict:
+        record: dict | None, sample_every: float, data_dir: Path | None, preview, ranks: distributed.Ranks) -> dict:
     device = distributed.device(ranks)
     cfg, tcfg, model, opt, state, meta = start(out, cfg, tcfg, init_from, record, device)
     tcfg = check_shards(tcfg, ranks)
     losses_of = distributed.wrap(model, ranks)
     mine = range(ranks.rank * tcfg.shards // ranks.world, (ranks.rank + 1) * tcfg.shards // ranks.world)
     per_shard = tcfg.batch // tcfg.shards
-    train_set = pair_source(tcfg.dataset, "train", tcfg.n_backgrounds, tcfg.seed, tcfg.characters, data_dir)
-    val_set = pair_source(tcfg.dataset, "val", VAL_BACKGROUNDS, tcfg.seed, tcfg.characters, data_dir)
+    footage = {"size": cfg.image_size, "crop": tcfg.video_crop, "max_gap": tcfg.max_gap}
+    train_set = pair_source(tcfg.dataset, "train", tcfg.n_backgrounds, tcfg.seed, tcfg.characters, data_dir, **footage)
+    val_set = pair_source(tcfg.dataset, "val", VAL_BACKGROUNDS, tcfg.seed, tcfg.characters, data_dir, **footage)
     val_x1, val_x2, _ = val_set.sample_pairs(256, np.random.default_rng([tcfg.seed, 1]))
     autocast = torch.autocast(device.type, dtype=torch.bfloat16)
 
@@ -303,6 +310,9 @@ def run(out: Path, cfg: ModelConfig, tcfg: TrainConfig, budget: Budget, init_fro
                 row["val_scene"] = validate()
                 x1, x2 = (torch.cat([shard[k] for shard in shards]) for k in (0, 1))
                 grid_image([x1, x2, losses["render"], *decomposition(model, x1, autocast)], out / "samples.png")
+                if preview:
+                    with autocast:
+                        preview(model)
             checkpoint()
             if ranks.main:
                 tqdm.write(json.dumps({k: round(v, 5) if isinstance(v, float) else v for k, v in row.items()}))
@@ -316,6 +326,12 @@ def run(out: Path, cfg: ModelConfig, tcfg: TrainConfig, budget: Budget, init_fro
     return checkpoint()
 
 
+def dataset_name(text: str) -> str:
+    if text in DATASETS or (text.startswith(VIDEOS) and len(text) > len(VIDEOS)):
+        return text
+    raise argparse.ArgumentTypeError(f"got {text!r}, expected one of {', '.join(DATASETS)} or {VIDEOS}DIR")
+
+
 def add_config_options(p: argparse.ArgumentParser, config) -> None:
     """One --option per field of a config dataclass, with its default."""
     for f, v in asdict(config).items():
@@ -323,7 +339,9 @@ def add_config_options(p: argparse.ArgumentParser, config) -> None:
         if isinstance(v, bool):
             p.add_argument(name, action=argparse.BooleanOptionalAction, default=v)
         elif f == "dataset":
-            p.add_argument(name, choices=DATASETS, default=v)
+            p.add_argument(name, type=dataset_name, default=v, metavar="{" + ",".join(DATASETS) + f",{VIDEOS}DIR}}")
+        elif f == "video_crop":
+            p.add_argument(name, type=parse_crop, default=v, metavar="X,Y,W,H")
         else:
             p.add_argument(name, type=type(v), default=v)
 
