@@ -7,6 +7,11 @@
   knight_walk.gif       the knight's own walk, right (9 frames): the truth of animating the
                         knight with walk_sequence.gif
   thrust_sequence.gif   a spear carrier thrusting, facing right (8 frames), on white
+  unseen.png            a character of the open data set's test-layers split (train/lpc_open.py),
+                        standing, facing right, on white: long red hair and a plate chest, two
+                        layers no training character wears, with magenta pants and a shield
+  unseen_walk.gif       its own walk, right (9 frames): the truth of animating it with
+                        walk_sequence.gif
 
     python -m examples.make_sprite_examples [--data-dir DIR]    (from the repository root)
 
@@ -19,11 +24,12 @@ from pathlib import Path
 import numpy as np
 
 import eqsdk
-from train import lpc
+from train import lpc, lpc_open
 from train.backgrounds import make_backgrounds
 
 OUT = Path(__file__).resolve().parent / "sprites"
 FPS = 10  # GIF stores frame times in centiseconds: 10 fps is exact
+UNSEEN = 4  # the test-layers character of unseen.png
 
 
 def pick(split: lpc.SpriteSplit, **wanted: str) -> int:
@@ -61,6 +67,12 @@ def main(argv=None) -> None:
                     fps=FPS, overwrite=True)
     eqsdk.save_clip(list(over(test.sequence(spear, "thrust", "right"), white)), OUT / "thrust_sequence.gif",
                     fps=FPS, overwrite=True)
+    unseen = lpc_open.OpenSprites.load("test-layers", data_dir=args.data_dir)
+    k = UNSEEN
+    eqsdk.save_image(over(unseen.sequence(k, "walk", "right")[0], white), OUT / "unseen.png", overwrite=True)
+    eqsdk.save_clip(list(over(unseen.sequence(k, "walk", "right"), white)), OUT / "unseen_walk.gif",
+                    fps=FPS, overwrite=True)
+    print(f"unseen: test-layers character {k} ({unseen.describe(k)})")
     for row, role in ((knight, "knight"), (walker, "walk"), (spear, "thrust")):
         print(f"{role}: test character {test.ids[row]} ({lpc.describe(test.attributes[row])})")
     print(f"wrote {OUT}")
