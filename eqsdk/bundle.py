@@ -38,10 +38,11 @@ def load(model: str | Path = DEFAULT_MODEL, backend: str = "cpu", threads: int |
     """Load a model bundle for rendering.
 
     model: a bundled model's name (see eqsdk.MODELS) or a bundle directory.
-    backend: "cpu" (ONNX Runtime, default), "cuda" (ONNX Runtime CUDA), "tensorrt", or "auto" for
-        the best available; one that is not available raises BackendError with an install hint.
+    backend: "cpu" (ONNX Runtime, default), "cuda" (ONNX Runtime CUDA), "tensorrt", "openvino"
+        (OpenVINO on the CPU), or "auto" for the best available; one that is not available raises
+        BackendError with an install hint.
     threads: CPU intra-op threads per graph (default: what suits four small chained graphs).
-    precision: "fp32", or "fp16" on TensorRT.
+    precision: "fp32", "fp16" on TensorRT, or "bf16" on OpenVINO (a CPU with bf16 instructions).
     check_motion: check T^Z's reading of each motion by rendering turns of it (eqsdk.motion_check):
         truer far turns, about 5x the render time. Off by default.
     """

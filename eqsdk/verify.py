@@ -15,8 +15,10 @@ from eqsdk.errors import BundleError
 from eqsdk.graphs import GRAPHS, resolve
 
 # Max abs difference per graph output: another backend vs ONNX Runtime CPU, and at export ONNX
-# Runtime vs PyTorch (fp32).
-TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2}
+# Runtime vs PyTorch (fp32). bf16 keeps 8 bits of mantissa to fp16's 11: on OpenVINO the bundled
+# models' graphs differ by up to 0.086 (g's image and T^Z's features; 5 seeds, batches 1, 4, 16),
+# so 0.2 leaves a margin of 2x and still catches a wrong graph, which differs by O(1).
+TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2, "bf16": 0.2}
 GOLDEN_SEED, GOLDEN_BATCH, GOLDEN_POOL = 0, 2, 8
 # Max abs difference on the thumbnails: above the float noise of other CPUs and ONNX Runtime
 # versions (~1e-6), below what another model's graph changes.

@@ -262,13 +262,14 @@ def test_missing_cuda_provider_is_a_backend_error_with_an_install_hint(tiny_bund
         eqsdk.load(tiny_bundle[0], backend="cuda")
 
 
-@pytest.mark.skipif(NO_CUDA is None or NO_TENSORRT is None, reason="a GPU backend is available here")
-def test_auto_resolves_to_cpu_without_gpu_backends(tiny_bundle):
+@pytest.mark.skipif(NO_CUDA is None or NO_TENSORRT is None or unavailable_reason("openvino") is None,
+                    reason="a GPU backend or OpenVINO is available here")
+def test_auto_resolves_to_cpu_without_other_backends(tiny_bundle):
     assert eqsdk.load(tiny_bundle[0], backend="auto").backend.name == "cpu"
 
 
 def test_unknown_backend_name_is_a_clear_error(tiny_bundle):
-    expected = "unknown backend 'gpu'; expected auto or one of cpu, cuda, tensorrt"
+    expected = "unknown backend 'gpu'; expected auto or one of cpu, cuda, tensorrt, openvino"
     with pytest.raises(BackendError, match=expected):
         eqsdk.load(tiny_bundle[0], backend="gpu")
 

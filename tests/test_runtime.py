@@ -206,7 +206,8 @@ def test_warmup_and_load_times_are_measured(tiny_bundle):
 def test_unknown_or_unavailable_backend_is_a_clear_error(tiny_bundle):
     with pytest.raises(eqsdk.BackendError, match="unknown backend 'gpu'"):
         eqsdk.load(tiny_bundle[0], backend="gpu")
-    assert eqsdk.load(tiny_bundle[0], backend="auto").backend.name in ("cpu", "cuda", "tensorrt")
+    assert eqsdk.load(tiny_bundle[0], backend="auto").backend.name in ("cpu", "cuda", "tensorrt",
+                                                                       "openvino")
 
 
 def test_saved_images_get_the_usual_permissions(tmp_path):

@@ -1,6 +1,7 @@
-"""Runtimes that run a bundle's graphs: ONNX Runtime on the CPU (default) or CUDA, and TensorRT.
+"""Runtimes that run a bundle's graphs: ONNX Runtime on the CPU (default) or CUDA, TensorRT, and
+OpenVINO on the CPU.
 
-    backend = create("auto", directory, manifest)   # best available: tensorrt, cuda, then cpu
+    backend = create("auto", directory, manifest)   # best available: tensorrt, cuda, openvino, cpu
 
 A backend that was asked for and is not available is an error with an install hint, never a
 silent fallback.
@@ -12,13 +13,17 @@ from pathlib import Path
 from eqsdk.errors import BackendError
 from eqsdk.manifest import Manifest
 
-BACKENDS = ("cpu", "cuda", "tensorrt")
-AUTO_ORDER = ("tensorrt", "cuda", "cpu")
+BACKENDS = ("cpu", "cuda", "tensorrt", "openvino")
+AUTO_ORDER = ("tensorrt", "cuda", "openvino", "cpu")
+# The precisions each backend runs: fp32 everywhere; reduced ones where the runtime has them.
+PRECISIONS = {"cpu": ("fp32",), "cuda": ("fp32",), "tensorrt": ("fp32", "fp16"),
+              "openvino": ("fp32", "bf16")}
 INSTALL_HINTS = {
     "cpu": "pip install onnxruntime",
     "cuda": "pip uninstall onnxruntime && pip install 'eqsdk[cuda]' (onnxruntime-gpu; needs an "
             "NVIDIA GPU with its CUDA 12 driver)",
     "tensorrt": "pip install 'eqsdk[tensorrt]' (tensorrt and cuda-python; needs an NVIDIA GPU)",
+    "openvino": "pip install 'eqsdk[openvino]'",
 }
 
 
@@ -30,6 +35,10 @@ def unavailable_reason(name: str) -> str | None:
         from eqsdk.backends.tensorrt import unavailable_reason as trt_reason
 
         return trt_reason()
+    if name == "openvino":
+        from eqsdk.backends.openvino import unavailable_reason as openvino_reason
+
+        return openvino_reason()
     try:
         import onnxruntime as ort
     except ImportError:
@@ -59,11 +68,12 @@ def create(name: str, directory: Path, manifest: Manifest, threads: int | None =
     """A backend running the bundle in `directory`; see the module doc. "auto" tries the
     available ones best first, and goes on to the next when one fails to start (say a GPU
     runtime whose libraries are missing); the backend's describe() says which it got."""
-    if precision not in ("fp32", "fp16"):
-        raise BackendError(f"precision {precision!r}; expected fp32 or fp16")
+    every = sorted({p for ps in PRECISIONS.values() for p in ps})
+    if precision not in every:
+        raise BackendError(f"precision {precision!r}; expected one of {', '.join(every)}")
     if name == "auto":
         candidates = [n for n in AUTO_ORDER if unavailable_reason(n) is None
-                      and (precision == "fp32" or n == "tensorrt")]
+                      and precision in PRECISIONS[n]]
         failures = []
         for n in candidates:
             try:
@@ -72,8 +82,10 @@ def create(name: str, directory: Path, manifest: Manifest, threads: int | None =
                 failures.append(str(e))
         raise BackendError(f"no backend could run {precision}: " + ("; ".join(failures) or "none available"))
     name = resolve_name(name)
-    if precision == "fp16" and name != "tensorrt":
-        raise BackendError(f"precision fp16 runs on the tensorrt backend only, not {name!r}")
+    if precision not in PRECISIONS[name]:
+        runs_it = [n for n, ps in PRECISIONS.items() if precision in ps]
+        raise BackendError(f"precision {precision} runs on the {' or '.join(runs_it)} backend "
+                           f"only, not {name!r}")
     if name == "cpu":
         from eqsdk.backends.ort_cpu import OrtCpuBackend
 
@@ -82,6 +94,10 @@ def create(name: str, directory: Path, manifest: Manifest, threads: int | None =
         from eqsdk.backends.ort_cuda import OrtCudaBackend
 
         return OrtCudaBackend(directory, manifest)
+    if name == "openvino":
+        from eqsdk.backends.openvino import OpenVinoBackend
+
+        return OpenVinoBackend(directory, manifest, threads, precision)
     from eqsdk.backends.tensorrt import TensorRTBackend
 
     return TensorRTBackend(directory, manifest, precision)

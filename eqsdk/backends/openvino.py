@@ -1,0 +1,151 @@
+"""OpenVINO on the CPU: one compiled model per graph, through the `openvino` package's own API.
+
+    backend = OpenVinoBackend(directory, manifest, precision="bf16", threads=2)
+
+Precision is set explicitly with INFERENCE_PRECISION_HINT, never left to the plugin, whose default
+on a CPU with bf16 instructions is bf16:
+  fp32  f32 everywhere: the exact path, checked against ONNX Runtime CPU to 1e-4.
+  bf16  convolutions, matmuls and most element-wise layers in bf16 (the plugin keeps some layers,
+        GridSample among them, in f32); needs a CPU with bf16 instructions (AVX512_BF16 or AMX).
+After compiling, what runs is read back from each compiled model (its INFERENCE_PRECISION_HINT and
+the runtime precision of every layer of its execution graph): a bf16 request on a CPU without
+bf16, or one the plugin compiled to f32 layers only, is a BackendError, never a silent f32 run.
+describe() says how many layers run in bf16.
+
+Threads: INFERENCE_NUM_THREADS per compiled model, one stream, latency hint. Calls from several
+threads are safe: each thread gets its own infer requests (a request runs one call at a time);
+the compiled models are shared.
+"""
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from eqsdk.backends.base import Backend, check_interface
+from eqsdk.backends.ort_cpu import default_threads
+from eqsdk.errors import BackendError, BundleError
+from eqsdk.graphs import GRAPHS
+from eqsdk.manifest import Manifest
+
+# eqsdk's precision name -> OpenVINO's inference precision (an element type name).
+PRECISIONS = {"fp32": "f32", "bf16": "bf16"}
+# Layers of the execution graph that compute nothing: not counted when saying what runs in bf16.
+NOT_COMPUTE = {"Input", "Output", "Const", "Parameter", "Result"}
+
+
+def unavailable_reason() -> str | None:
+    """None if OpenVINO can run here, else why not (one line)."""
+    try:
+        import openvino as ov
+    except ImportError as e:
+        return f"openvino is not importable ({e})"
+    if "CPU" not in ov.Core().available_devices:
+        return "openvino has no CPU device here"
+    return None
+
+
+def layer_precisions(compiled) -> Counter:
+    """Compute layers of a compiled model's execution graph by runtime precision ("f32", "bf16")."""
+    counts = Counter()
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        if info["layerType"].astype(str) in NOT_COMPUTE or "runtimePrecision" not in info:
+            continue
+        counts[info["runtimePrecision"].astype(str)] += 1
+    return counts
+
+
+class OpenVinoBackend(Backend):
+    name = "openvino"
+
+    def __init__(self, directory: Path, manifest: Manifest, threads: int | None = None,
+                 precision: str = "fp32"):
+        import openvino as ov
+
+        super().__init__(directory, manifest)
+        if precision not in PRECISIONS:
+            raise BackendError(f"openvino precision {precision!r}; expected one of "
+                               f"{', '.join(PRECISIONS)}")
+        self.threads = threads or default_threads()
+        core = ov.Core()
+        self.device_name = core.get_property("CPU", "FULL_DEVICE_NAME")
+        if precision == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+            raise BackendError(f"precision bf16: this CPU ({self.device_name}) has no bf16 "
+                               "instructions (AVX512_BF16 or AMX); use precision='fp32'")
+        config = {"INFERENCE_PRECISION_HINT": PRECISIONS[precision],
+                  "INFERENCE_NUM_THREADS": self.threads, "NUM_STREAMS": 1,
+                  "PERFORMANCE_HINT": "LATENCY"}
+        self.compiled = {g: self._compile(core, g, config) for g in GRAPHS}
+        self.layers = sum((layer_precisions(c) for c in self.compiled.values()), Counter())
+        self._check_precision(precision)
+        mixed = manifest.precision  # a quantised bundle: {"int8": [graphs], ...}
+        self.precision = precision if isinstance(mixed, str) else \
+            f"int8 ({', '.join(mixed['int8'])}), {precision} elsewhere"
+        # Output ports in the order of GRAPHS' outputs.
+        self._outputs = {g: [self._port(c.outputs, g, name) for name in GRAPHS[g].outputs]
+                         for g, c in self.compiled.items()}
+        self._local = threading.local()
+
+    def _compile(self, core, graph: str, config: dict):
+        """A compiled model whose interface is checked against GRAPHS and the bundle's config."""
+        path = self.graph_path(graph)
+        try:
+            compiled = core.compile_model(str(path), "CPU", config)
+        except Exception as e:  # openvino raises untyped RuntimeErrors for bad files
+            raise BundleError(f"{path}: not a loadable ONNX graph ({str(e).splitlines()[0]})") from None
+        shape = lambda port: [d.get_length() if d.is_static else None  # noqa: E731
+                              for d in port.get_partial_shape()]
+        check_interface(path, graph, {p.get_any_name(): shape(p) for p in compiled.inputs},
+                        {p.get_any_name(): shape(p) for p in compiled.outputs}, self.manifest.config)
+        return compiled
+
+    def _check_precision(self, precision: str) -> None:
+        """What the plugin compiled is what was asked: a mismatch is an error, not a fallback."""
+        want = PRECISIONS[precision]
+        for graph, compiled in self.compiled.items():
+            got = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+            if got != want:
+                raise BackendError(f"openvino compiled {graph!r} with inference precision {got}, "
+                                   f"not the {want} asked for")
+        other = sum(n for p, n in self.layers.items() if p not in ("f32", want) and p.startswith(("f", "bf")))
+        if other:
+            raise BackendError(f"openvino runs {other} layers in a float type other than f32 and "
+                               f"{want}: {dict(self.layers)}")
+        if precision == "bf16" and not self.layers["bf16"]:
+            raise BackendError(f"precision bf16: openvino compiled every layer in f32 on this CPU "
+                               f"({self.device_name}); use precision='fp32'")
+
+    @staticmethod
+    def _port(ports, graph: str, name: str):
+        matches = [p for p in ports if name in p.get_names()]
+        if len(matches) != 1:
+            raise BundleError(f"graph {graph!r}: openvino finds {len(matches)} outputs named {name!r}")
+        return matches[0]
+
+    def _requests(self) -> dict:
+        """This thread's infer request per graph."""
+        requests = getattr(self._local, "requests", None)
+        if requests is None:
+            requests = self._local.requests = {g: c.create_infer_request()
+                                               for g, c in self.compiled.items()}
+        return requests
+
+    def run(self, graph: str, **inputs: np.ndarray) -> dict[str, np.ndarray]:
+        request = self._requests()[graph]
+        # share_inputs: no copy of contiguous float32 arrays; outputs are copied out of the
+        # request's buffers, which its next call overwrites.
+        request.infer({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in inputs.items()},
+                      share_inputs=True)
+        return {name: request.get_tensor(port).data.copy()
+                for name, port in zip(GRAPHS[graph].outputs, self._outputs[graph])}
+
+    def describe(self) -> str:
+        import openvino as ov
+
+        compute = sum(self.layers.values())
+        ran = ", ".join(f"{n} {p}" for p, n in self.layers.most_common())
+        return (f"OpenVINO {ov.get_version().split('-')[0]} CPU ({self.device_name}), {self.threads} "
+                f"threads, {self.precision} ({compute} layers run: {ran})")
