@@ -1,13 +1,13 @@
 """Write a demonstration footage set: open-LPC characters walking, casting and shooting over real
 photographs, as MP4 clips for `eqsdk train`.
 
-    python -m examples.make_footage --out DIR [--clips 30] [--size 128] [--seed 0] [--data-dir D]
+    python -m examples.make_footage --out DIR [--clips 30] [--size 128] [--seed 0] [--cell-fraction 0.5]
     eqsdk train DIR/train --out runs/footage --size 64
 
 Layout of DIR (written beside DIR first and renamed onto it, so an interrupted run leaves no DIR):
   train/     clips of characters of train/lpc_open.py's train split (the folder to train on)
   held-out/  clips of characters of its test and test-layers splits (combinations and layers
-             training never sees), for evaluation and previews
+             training never sees), for evaluation and previews: a fifth of the clips, at least one
   manifest.json, README.md  one entry per clip: file, split, character (lpc_open.describe), its
              split and index, animation, viewpoint, photograph (name, licence, source, crop), frames
 
@@ -24,7 +24,7 @@ photographs):
              the frame in the direction it faces, at 1.6-2.4 px of a 64 px cell per frame, its
              figure inside the frame from start to end (so the clip is about 3-4.5 s long)
   spellcast  standing at a random place, any of the four viewpoints: the 7 frames, each cast
-             followed and preceded by holds, looping for 3-5 s
+             between a hold at rest (2-6 frames) and a hold of its last frame (2-4), for 3-5 s
   shoot      as spellcast with the 13 frames of the shoot row (with or without a bow)
 Then, per frame: a global gain drifting linearly by 3-6% over the clip (slow lighting change),
 Gaussian sensor noise of NOISE_SIGMA / 255 per pixel and channel, and rounding to uint8. Written
@@ -42,6 +42,7 @@ import shutil
 import sys
 import tempfile
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
@@ -51,6 +52,7 @@ from PIL import Image
 from eqsdk.errors import EqsdkError, InputError
 from train import lpc
 from train import lpc_open as lo
+from train.data_dir import find_data
 
 FPS = 12
 CRF = 23  # libx264's default quality: mild compression
@@ -120,6 +122,12 @@ def load_photo(name: str) -> np.ndarray:
     return np.repeat(image[..., None], 3, -1) if image.ndim == 2 else image[..., :3]
 
 
+@lru_cache(maxsize=None)
+def open_characters(split: str) -> lo.OpenCharacters:
+    """The open data set's characters of a split (the train split's index runs over all of them)."""
+    return lo.OpenCharacters(split, LPC_SPLIT_SEED)
+
+
 def split_counts(clips: int) -> tuple[int, int]:
     """(train clips, held-out clips)."""
     held = max(1, round(HELD_OUT_FRACTION * clips)) if clips >= 2 else 0
@@ -138,12 +146,10 @@ def plan_clips(clips: int, seed: int, photo_sizes: dict[str, tuple[int, int]]) -
     for k in range(-(-n_held // CLIPS_PER_CHARACTER)):
         groups.append(("held-out", HELD_OUT_SPLITS[k % 2], int(held_ids[k]),
                        min(CLIPS_PER_CHARACTER, n_held - k * CLIPS_PER_CHARACTER)))
-    splits = {s: lo.OpenCharacters(s, LPC_SPLIT_SEED, None if s == "train" else lo.TEST_CHARACTERS)
-              for s in {g[1] for g in groups}}
     names = list(PHOTOS)
     plans, count = [], {"train": 0, "held-out": 0}
     for set_split, char_split, idx, n in groups:
-        character = lo.describe(splits[char_split][idx])
+        character = lo.describe(open_characters(char_split)[idx])
         photos = rng.permutation(len(names))  # each clip of a character on another photograph
         for j in range(n):
             animation, photo = ANIMATIONS[j], names[photos[j % len(names)]]
@@ -285,10 +291,9 @@ def make_footage(out: Path, clips: int = 30, size: int = 128, seed: int = 0, dat
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InputError(f"output {str(out)!r}: {'not a folder' if not out.is_dir() else 'not empty'}; "
                          "expected a new or empty folder")
+    find_data("lpc", data_dir)  # DataNotFoundError says where it looked, before anything is written
     photos = {name: load_photo(name) for name in PHOTOS}
     plans = plan_clips(clips, seed, {n: p.shape[:2] for n, p in photos.items()})
-    characters = {s: lo.OpenCharacters(s, LPC_SPLIT_SEED, None if s == "train" else lo.TEST_CHARACTERS)
-                  for s in {p.character_split for p in plans}}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     umask = os.umask(0)
@@ -299,7 +304,7 @@ def make_footage(out: Path, clips: int = 30, size: int = 128, seed: int = 0, dat
             (tmp / sub).mkdir()
         entries = []
         for plan in plans:
-            character = characters[plan.character_split][plan.character_index]
+            character = open_characters(plan.character_split)[plan.character_index]
             sprite = scaled_sequence(character, plan.animation, plan.viewpoint, cell, data_dir)
             frames = render_clip(plan, photos[plan.photo], sprite, size)
             write_mp4(frames, tmp / plan.file)
