@@ -373,8 +373,9 @@ def training_code():
     except ModuleNotFoundError as e:
         top = (e.name or "").split(".")[0]
         if top in ("train", "export"):  # an editable install run outside its checkout
-            raise BackendError("the training code is not importable here: run from the repository's root, "
-                               "or install the package: pip install 'eqsdk[train]'") from None
+            raise BackendError("the training code of an editable install is importable from its checkout's "
+                               "root only: run 'python -m eqsdk ...' there, or install the package: "
+                               "pip install '.[train]'") from None
         if top in ("torch", "onnx", "onnxscript", "av", "tqdm", "matplotlib"):
             raise BackendError(f"eqsdk train and eqsdk export need PyTorch and the training packages "
                                f"({e.name} is missing): pip install 'eqsdk[train]'") from None
@@ -518,6 +519,36 @@ def bench(model, backends, batches, runs, threads, thorough, check_motion, json_
 
         write_json(reports, Path(json_path), force)
         click.echo(f"wrote {json_path}", err=True)
+
+
+@cli.command()
+@click.option("--model", "models", multiple=True, metavar="NAME|PATH",
+              help=f"{MODEL_HELP}; repeat to serve several (the first is the default)")
+@click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="0: any free port")
+@click.option("--backend", default="cpu", metavar="NAME", help=BACKEND_HELP)
+@click.option("--max-batch", default=BATCH, show_default=True, type=click.IntRange(1, 1024),
+              help="largest batch of concurrent requests run as one call")
+@click.option("--max-wait-ms", default=2.0, show_default=True, type=click.FloatRange(0, 1000),
+              help="longest a batch waits for requests still being read")
+@click.option("--max-in-flight", default=64, show_default=True, type=click.IntRange(1),
+              help="requests served at once; more are refused with 503")
+@click.option("--access-log/--no-access-log", default=True, help="log each request [default: on]")
+def serve(models, host, port, backend, max_batch, max_wait_ms, max_in_flight, access_log) -> None:
+    """Serve the renderer over HTTP: render, encode once and compose, as PNG and JSON; API
+    docs at /docs. Needs: pip install "eqsdk[serve]"
+
+    \b
+    Example:
+      eqsdk serve --model mnist --model sprites --port 8000
+      curl -F char=@examples/case1/char.png -F bg=@examples/case1/bg.png \\
+          -F anim_start=@examples/case1/anim_start.png -F anim_end=@examples/case1/anim_end.png \\
+          http://127.0.0.1:8000/v1/render -o out.png
+    """
+    from eqsdk.server import Limits, serve as run_server
+
+    run_server(list(models) or [DEFAULT_MODEL], host, port, backend, max_batch, max_wait_ms,
+               Limits(max_in_flight=max_in_flight), access_log, echo=lambda line: click.echo(line, err=True))
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
