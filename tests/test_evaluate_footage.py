@@ -13,7 +13,8 @@ from PIL import Image
 from eqsdk.cli import main as eqsdk_main
 from tests.test_videos import sprite_clip, texture, write_video
 from train.evaluate_footage import (MIN_CHANGE, bucket_metrics, character_region, evaluate, evaluate_run,
-                                    gap_buckets, main, measure, sample_pairs, transfer_rows)
+                                    gap_buckets, main, markdown, measure, overlapping, sample_pairs,
+                                    transfer_rows)
 from train.videos import VideoData, load_videos
 
 pytest.importorskip("av")
@@ -71,7 +72,14 @@ def test_files_are_written_and_the_figures_are_finite_and_in_range(run, evaluate
         # two steps leave T^Z near the identity: the character hardly moves, so no ratio
         assert (s["outside_vs_inside"] is None) == (s["inside"]["mean"] < MIN_CHANGE)
     assert evaluated["ratios"]["reconstruction_vs_video_frames"] == b["1-8"]["reconstruction"]["model_vs_video_frames"]
-    assert evaluated["checkpoint"]["step"] == 2 and evaluated["max_gap"] == 8
+    assert evaluated["checkpoint"]["step"] == 2 and evaluated["max_gap"] == 8 and evaluated["held_out"]
+
+
+def test_frames_that_training_also_saw_are_said_to_be_so(evaluated):
+    assert not overlapping({"train": [(0, 0, 10), (1, 0, 5)], "val": [(0, 10, 12), (2, 0, 5)]})  # split in time
+    assert overlapping({"train": [(0, 0, 4)], "val": [(0, 0, 4)]})  # one clip too short to split: both use it
+    assert "also training frames" not in markdown(evaluated)
+    assert "also training frames" in markdown({**evaluated, "held_out": False})
 
 
 def test_the_video_frames_baseline_is_the_one_computed_by_hand(evaluated):
