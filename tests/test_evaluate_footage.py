@@ -188,7 +188,8 @@ def test_cli_writes_to_out_and_refuses_bad_input_with_one_line(run, tiny_checkpo
     assert json.loads(capsys.readouterr().out)["ratios"]["reconstruction_vs_video_frames"] > 0
     assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["buckets"]["1"]["pairs"] == 3
     for argv, message in (([str(tiny_checkpoint), "--out", str(tmp_path / "no")], "expected a run of `eqsdk train"),
-                          ([str(tmp_path / "missing"), "--out", str(tmp_path / "no")], "no such checkpoint")):
+                          ([str(tmp_path / "missing"), "--out", str(tmp_path / "no")], "no such checkpoint"),
+                          ([str(run), "--out", str(tmp_path / "no"), "--pairs", "0"], "pairs: got 0, expected")):
         with pytest.raises(SystemExit) as e:
             main(argv)
         err = capsys.readouterr().err
