@@ -14,7 +14,7 @@ import click
 
 from eqsdk import __version__
 from eqsdk.bundle import DEFAULT_MODEL, MODELS
-from eqsdk.errors import BackendError, EqsdkError
+from eqsdk.errors import BackendError, EqsdkError, InputError
 from eqsdk.images import ResizeWarning, check_output, check_scale
 from eqsdk.renderer import BATCH
 
@@ -434,20 +434,44 @@ def train_command(footage, out, size, minutes, steps, batch, max_gap, crop, seed
 @click.argument("run", metavar="RUN")
 @click.option("--out", required=True, metavar="BUNDLE", help="bundle folder to write")
 @click.option("--name", help="the bundle's name [default: the folder's name]")
+@click.option("--eval-footage", metavar="FOLDER",
+              help="evaluate on every video of FOLDER (clips the run never saw) [default: the run's held-out videos]")
 @click.option("--force", is_flag=True, help="replace an existing bundle")
-def export_command(run, out, name, force) -> None:
+def export_command(run, out, name, eval_footage, force) -> None:
     """Export a training run (its folder, or a checkpoint .pt) as a model bundle: the four graphs,
-    each checked against PyTorch, with its manifest. Render with it: --model BUNDLE.
+    each checked against PyTorch, with its manifest. A run of `eqsdk train` is first evaluated on
+    held-out videos (RUN/eval/: reconstruction beside the video-frames baseline, background
+    stability, transfer.png); the figures go into the manifest and the bundle's model-card.md.
+    Render with it: --model BUNDLE.
 
     \b
     Example:
       eqsdk export runs/mine --out bundles/mine
       eqsdk animate --model bundles/mine --char a.png --drive walk.mp4 -o out.gif
     """
+    import shutil
+
     with training_code():
         from export.to_onnx import export_bundle
+        from train.checkpoint import read_checkpoint
+        from train.evaluate_footage import evaluate_run, markdown
     checkpoint = Path(run) / "last.pt" if Path(run).is_dir() else Path(run)
-    manifest = export_bundle(checkpoint, Path(out), name or Path(out).name, force=force)
+    if Path(out).is_file() or (Path(out).is_dir() and any(Path(out).iterdir()) and not force):
+        raise InputError(f"bundle folder {out!r} exists; expected a new or empty folder, or --force to replace it")
+    footage_run = str((read_checkpoint(checkpoint).get("train_config") or {}).get("dataset", "")).startswith("videos:")
+    evaluation = None
+    if footage_run:
+        evaluation = evaluate_run(checkpoint, checkpoint.parent / "eval", footage=eval_footage)
+        click.echo(f"evaluated on {len(evaluation['val_videos'])} held-out videos: {checkpoint.parent / 'eval'}",
+                   err=True)
+    elif eval_footage:
+        raise click.UsageError("--eval-footage: RUN was not trained on footage (eqsdk train)")
+    manifest = export_bundle(checkpoint, Path(out), name or Path(out).name, evaluation, force=force)
+    if evaluation:
+        (Path(out) / "model-card.md").write_text(f"# {manifest.name}\n\nTrained by `{manifest.training.command}`"
+                                                 f" ({manifest.training.minutes} min, step "
+                                                 f"{manifest.training.step}).\n\n" + markdown(evaluation))
+        shutil.copyfile(checkpoint.parent / "eval" / "transfer.png", Path(out) / "transfer.png")
     click.echo(f"wrote {out} (model {manifest.name}, {manifest.config['image_size']}px; parity with PyTorch "
                f"max abs diff {max(manifest.parity.values()):.1e})", err=True)
 

@@ -45,8 +45,11 @@ def test_train_resume_export_and_animate(footage, tmp_path, capsys):
     assert main(["train", str(footage), "--out", str(run), "--steps", "3", *TINY]) == 0  # resumes
     assert json.loads((run / "log.jsonl").read_text().splitlines()[-1])["step"] == 3
 
-    assert main(["export", str(run), "--out", str(bundle)]) == 0
+    assert main(["export", str(run), "--out", str(bundle), "--eval-footage", str(footage)]) == 0
+    assert {"model-card.md", "transfer.png"} <= {p.name for p in bundle.iterdir()}
+    assert (run / "eval" / "metrics.json").is_file() and "Reconstruction" in (bundle / "model-card.md").read_text()
     r = eqsdk.load(bundle)
+    assert r.manifest.evaluation["kind"] == "footage" and len(r.manifest.evaluation["val_videos"]) == 3
     assert r.image_size == 32 and r.manifest.training.command.startswith("eqsdk train ")
     assert r.manifest.training.train_config["dataset"] == f"videos:{footage.resolve()}"
     frame = tmp_path / "char.png"

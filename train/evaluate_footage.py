@@ -330,10 +330,11 @@ def checkpoint_path(run: Path) -> Path:
 
 
 def evaluate_run(run_dir: Path | str, out_dir: Path | str | None = None, pairs: int = DEFAULT_PAIRS,
-                 seed: int = 0) -> dict:
-    """Evaluate a footage run (its folder, or a checkpoint .pt) on its held-out videos; write
-    metrics.json, metrics.md and transfer.png into out_dir (default RUN/eval, beside last.pt) and
-    return the metrics (what a bundle's manifest records as its evaluation)."""
+                 seed: int = 0, footage: Path | str | None = None) -> dict:
+    """Evaluate a footage run (its folder, or a checkpoint .pt) on its held-out videos, or on every
+    video of another folder `footage` (clips the run never saw: other characters, other places);
+    write metrics.json, metrics.md and transfer.png into out_dir (default RUN/eval, beside last.pt)
+    and return the metrics (what a bundle's manifest records as its evaluation)."""
     t0 = time.time()
     if isinstance(pairs, bool) or not isinstance(pairs, int) or pairs < 1:
         raise FootageEvalError(f"pairs: got {pairs!r}, expected a positive number of pairs per gap bucket")
@@ -345,13 +346,22 @@ def evaluate_run(run_dir: Path | str, out_dir: Path | str | None = None, pairs: 
         raise FootageEvalError(f"{path}: trained on {dataset or 'an unknown dataset'!r}; expected a run of "
                                f"`eqsdk train FOLDER` (train_config.dataset = '{VIDEOS}FOLDER')")
     crop = tcfg.get("video_crop")
-    data = load_videos(dataset[len(VIDEOS):], model.cfg.image_size, None if crop is None else tuple(crop))
+    crop = None if crop is None else tuple(crop)
+    if footage is None:
+        data = load_videos(dataset[len(VIDEOS):], model.cfg.image_size, crop)
+    else:  # all of it held out
+        data = VideoData.build(footage, model.cfg.image_size, crop)
+        data.segments = {"val": [(k, 0, len(f)) for k, f in enumerate(data.frames)], "train": []}
     max_gap = int(tcfg.get("max_gap") or DEFAULT_MAX_GAP)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
     out = Path(out_dir) if out_dir is not None else path.parent / "eval"
-    title = f"{Path(dataset[len(VIDEOS):]).name}: step {ckpt['step']}, held-out videos"
+    title = (f"{Path(dataset[len(VIDEOS):]).name}: step {ckpt['step']}, "
+             + ("held-out videos" if footage is None else f"the videos of {Path(footage).name}"))
     metrics, picture = evaluate(model, data, max_gap, pairs, seed, device, title)
+    if footage is not None:
+        metrics["split_rule"] = "every video of the folder, none seen in training"
+    metrics["footage"] = str(Path(footage).resolve()) if footage is not None else dataset[len(VIDEOS):]
     metrics["checkpoint"] = {"path": str(path), "dataset": dataset, "step": ckpt["step"], "samples": ckpt["samples"],
                              "train_minutes": round(ckpt["elapsed"] / 60, 1), "command": ckpt.get("command")}
     metrics["seconds"] = round(time.time() - t0, 1)
@@ -379,9 +389,11 @@ def main(argv=None) -> None:
     p.add_argument("--out", type=Path, help="folder for the results [default: RUN/eval]")
     p.add_argument("--pairs", type=int, default=DEFAULT_PAIRS, help="pairs per gap bucket [default: %(default)s]")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--footage", type=Path,
+                   help="evaluate on every video of this folder instead of the run's held-out ones")
     args = p.parse_args(argv)
     try:
-        metrics = evaluate_run(args.run, args.out, args.pairs, args.seed)
+        metrics = evaluate_run(args.run, args.out, args.pairs, args.seed, args.footage)
     except EqsdkError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
