@@ -114,6 +114,7 @@ def test_threads_are_set_on_every_compiled_model(tiny_bundle, threads):
     backend = eqsdk.load(tiny_bundle[0], backend="openvino", threads=threads).backend
     assert backend.threads == threads and f", {threads} threads, " in backend.describe()
     assert {c.get_property("INFERENCE_NUM_THREADS") for c in backend.compiled.values()} == {threads}
+    assert not any(c.get_property("ENABLE_CPU_PINNING") for c in backend.compiled.values())
 
 
 def test_one_model_from_eight_threads_matches_sequential(tiny_bundle, fp32):

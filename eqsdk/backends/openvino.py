@@ -12,7 +12,7 @@ the runtime precision of every layer of its execution graph): a bf16 request on 
 bf16, or one the plugin compiled to f32 layers only, is a BackendError, never a silent f32 run.
 describe() says how many layers run in bf16.
 
-Threads: INFERENCE_NUM_THREADS per compiled model, one stream, latency hint. Calls from several
+Threads: INFERENCE_NUM_THREADS per compiled model, one stream, latency hint, no pinning. Calls from several
 threads are safe: each thread gets its own infer requests (a request runs one call at a time);
 the compiled models are shared.
 """
@@ -75,9 +75,11 @@ class OpenVinoBackend(Backend):
         if precision == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
             raise BackendError(f"precision bf16: this CPU ({self.device_name}) has no bf16 "
                                "instructions (AVX512_BF16 or AMX); use precision='fp32'")
+        # No pinning: threads pinned to cores that other processes also use cannot move off them
+        # (ONNX Runtime does not pin either).
         config = {"INFERENCE_PRECISION_HINT": PRECISIONS[precision],
                   "INFERENCE_NUM_THREADS": self.threads, "NUM_STREAMS": 1,
-                  "PERFORMANCE_HINT": "LATENCY"}
+                  "PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": False}
         self.compiled = {g: self._compile(core, g, config) for g in GRAPHS}
         self.layers = sum((layer_precisions(c) for c in self.compiled.values()), Counter())
         self._check_precision(precision)
