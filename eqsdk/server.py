@@ -524,7 +524,7 @@ def frame_index(value, frames: int) -> int:
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < frames:
-        raise InputError(f"compose: frame {str(value)[:40]!r}; expected an integer from 0 to "
+        raise InputError(f"compose: frame {repr(value)[:40]}; expected an integer from 0 to "
                          f"{frames - 1} (the motion has {frames} frame{'s' if frames > 1 else ''})")
     return value
 
