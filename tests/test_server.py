@@ -4,6 +4,7 @@ Its renders equal the library's; encode + compose equals render; bad input is a 
 the right status; concurrent requests form batches and each gets its own result; the cache of
 encodings drops entries by count and by age; `import eqsdk` does not import FastAPI.
 """
+import http.client
 import io
 import json
 import os
@@ -13,6 +14,7 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from concurrent.futures import Future
 from pathlib import Path
@@ -238,6 +240,21 @@ def test_routes_and_methods(url):
     assert call(f"{url}/docs")[0] == 200
     paths = json.loads(call(f"{url}/openapi.json")[2])["paths"]
     assert {"/v1/render", "/v1/encode/character", "/v1/encode/motion", "/v1/compose"} <= set(paths)
+
+
+def test_responses_do_not_wait_on_delayed_acks(url):
+    """The server's sockets are TCP_NODELAY: a response's head and body, written apart, would
+    otherwise wait for the client's delayed ACK, 40 ms a request on Linux."""
+    u = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
+    times = []
+    for _ in range(10):
+        t0 = time.perf_counter()
+        conn.request("GET", "/healthz")
+        conn.getresponse().read()
+        times.append(time.perf_counter() - t0)
+    conn.close()
+    assert sorted(times)[5] < 0.030, times
 
 
 def test_a_resized_upload_says_so(url):
