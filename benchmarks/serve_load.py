@@ -214,6 +214,26 @@ def main(argv=None) -> None:
     print(f"wrote {args.out}", file=sys.stderr)
 
 
+def reading(rows: list[dict], library: dict) -> list[str]:
+    """What the table says against the library's rates, per route at the most clients."""
+    out = []
+    for route, what in (("/v1/render", "render"), ("/v1/compose", "compose")):
+        top = max((r for r in rows if r["route"] == route), key=lambda r: r["clients"], default=None)
+        if top is None:
+            continue
+        b1, b32 = library[f"{what}_b1"], library[f"{what}_b32"]
+        out.append(f"- {route} at {top['clients']} clients: {top['requests_s']:.1f}/s, {top['requests_s'] / b32:.2f} x "
+                   f"the library's batch-32 rate and {top['requests_s'] / b1:.2f} x its batch-1 rate, in batches of "
+                   f"{top['mean_batch']:.1f} on average; the library ran batch 32 at {b32 / b1:.2f} x the per-item "
+                   "rate of batch 1 here.")
+    if any(library[f"{w}_b32"] < 0.9 * library[f"{w}_b1"] for w in ("render", "compose")):
+        out.append("- On these busy cores a batch ran slower per item than single calls, so the batches formed "
+                   "under load do not raise the server's rate here, and rates move between runs with the other "
+                   "processes' load; `--max-batch` sets the batch size. On quiet cores (docs/benchmarks.md) "
+                   "batch 32 runs at least as fast per item as batch 1.")
+    return out
+
+
 def write(path: Path, args, rows: list[dict], library: dict, rss: float, before, after) -> None:
     import onnxruntime
 
@@ -239,8 +259,7 @@ def write(path: Path, args, rows: list[dict], library: dict, rss: float, before,
         lines.append(f"| {r['route']} | {r['clients']} | {r['requests_s']:.1f} | {r['p50_ms']:.1f} | "
                      f"{r['p99_ms']:.1f} | {r['errors']} of {r['requests']} | {r['mean_batch']:.1f} | "
                      f"{r['largest_batch']} |")
-    lines += [
-        "",
+    lines += ["", *reading(rows, library), "",
         f"Server peak resident memory (VmHWM) after all levels: {rss:.0f} MB.",
         "",
         "The library in the same run, one thread, graphs only (no decoding, no PNG), median of timed calls:",
