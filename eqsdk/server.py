@@ -21,7 +21,7 @@ import json
 import math
 import socket
 import threading
-import warnings
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import asdict, dataclass
@@ -61,6 +61,7 @@ class Limits:
     max_pixels: int = images.MAX_PIXELS  # an uploaded image's declared width x height
     max_in_flight: int = 64  # /v1/ requests being served at once; more get 503
     cache_entries: int = 1024  # encodings kept (least recently used go first)
+    cache_bytes: int = 256 << 20  # and their arrays' bytes together
     cache_max_age_s: float = 1800.0  # an encoding unused this long goes
 
     def __post_init__(self):
@@ -158,7 +159,7 @@ class Service:
             renderer.warmup()
             self.models[renderer.name] = Served(renderer, max_batch, max_wait_ms / 1000)
         self.default = next(iter(self.models))
-        self.cache = EncodingCache(limits.cache_entries, limits.cache_max_age_s)
+        self.cache = EncodingCache(limits.cache_entries, limits.cache_max_age_s, limits.cache_bytes)
         self.in_flight = self.peak_in_flight = self.refused = self.too_large = 0
 
     def model(self, name: str | None) -> Served:
@@ -191,9 +192,9 @@ def decode_image(data: bytes, name: str, filename: str | None, size: int, max_pi
     if not data:
         raise InputError(f"{name}: an empty upload; expected an image file (PNG, JPEG, GIF, BMP, ...)")
     try:
-        with warnings.catch_warnings():  # the size is checked below, against max_pixels
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
+        # Not in warnings.catch_warnings, which changes process-wide filters (uploads are read on
+        # many threads): a DecompressionBombWarning may be logged; the size is refused below.
+        im = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         raise InputError(f"{where} is not an image Pillow can read; expected PNG, JPEG, GIF, BMP, ...") from None
     except Image.DecompressionBombError:  # over Pillow's own limit, far above ours
@@ -441,7 +442,7 @@ def create_app(models: Sequence = (DEFAULT_MODEL,), backend: str = "cpu", limits
             raise InputError(f"encode motion: got {got}; expected the image files anim_start and "
                              "anim_end, or a motion file motion (.eqm)")
         if motion is not None:
-            saved = decode_motion(*await run_in_threadpool(read_upload, motion, "motion"))
+            saved = await run_in_threadpool(lambda: decode_motion(*read_upload(motion, "motion")))
             encoding = served.renderer.motion_encoding(saved)  # MotionModelError: another bundle's
             return encoded("motion", encoding, served, notes)
 
@@ -556,7 +557,7 @@ def running(app, host: str = "127.0.0.1", port: int = 0, log_level: str = "warni
         while not server.started:
             if not thread.is_alive():
                 raise BackendError("eqsdk serve: the server stopped while starting (see its log)")
-            threading.Event().wait(0.01)
+            time.sleep(0.01)
         yield f"http://{host_for_url(host)}:{sock.getsockname()[1]}"
     finally:
         server.should_exit = True

@@ -350,8 +350,20 @@ def test_cache_drops_the_least_recently_used_and_the_unused():
     with pytest.raises(UnknownIdError):
         cache.get(a, "character", "m")
     assert cache.get(c, "character", "m") is e
-    assert cache.stats() == {"entries": 1, "max_entries": 2, "max_age_s": 10.0, "evicted": 1, "expired": 1}
+    assert cache.stats() == {"entries": 1, "max_entries": 2, "bytes": 32, "max_bytes": 256 << 20,
+                             "max_age_s": 10.0, "evicted": 1, "expired": 1}
     assert len({cache.put("m", e) for _ in range(100)}) == 100
+
+
+def test_cache_drops_entries_to_stay_within_its_bytes():
+    cache = EncodingCache(max_entries=100, max_bytes=1000)
+    motion = lambda n: Encoding("motion", (np.zeros((n, 2, 3), np.float32), np.zeros((n, 2), np.float32)), n, False)  # noqa: E731
+    ids = [cache.put("m", motion(10)) for _ in range(4)]  # 320 bytes each: the first goes
+    with pytest.raises(UnknownIdError):
+        cache.get(ids[0], "motion", "m")
+    assert cache.stats()["bytes"] == 960 and len(cache) == 3
+    with pytest.raises(InputError, match="motion encoding of 1,280 bytes; expected at most 1,000"):
+        cache.put("m", motion(40))
 
 
 def test_server_cache_drops_entries_by_count_and_by_age(mnist):
