@@ -18,7 +18,6 @@ threads, off the event loop; encodings live in a bounded cache (eqsdk.encoding_c
 import asyncio
 import io
 import json
-import math
 import socket
 import threading
 import time
