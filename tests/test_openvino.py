@@ -70,6 +70,14 @@ def test_outputs_are_the_callers_own(tiny_bundle, fp32):
     np.testing.assert_array_equal(first, kept)
 
 
+def test_inputs_that_need_a_copy_give_the_same_outputs(fp32):
+    # float64 and strided inputs are converted before the asynchronous run reads them.
+    x = np.random.default_rng(1).random((4, 3, 64, 64), dtype=np.float32)
+    want = fp32.run("f_c", x=x[::2].copy())["z"]
+    np.testing.assert_array_equal(fp32.run("f_c", x=x[::2])["z"], want)
+    np.testing.assert_array_equal(fp32.run("f_c", x=x[::2].astype(np.float64))["z"], want)
+
+
 def test_fp32_runs_every_layer_in_f32_and_says_so(fp32):
     assert fp32.precision == "fp32" and fp32.name == "openvino"
     assert set(fp32.layers) == {"f32"}

@@ -137,10 +137,13 @@ class OpenVinoBackend(Backend):
 
     def run(self, graph: str, **inputs: np.ndarray) -> dict[str, np.ndarray]:
         request = self._requests()[graph]
-        # share_inputs: no copy of contiguous float32 arrays; outputs are copied out of the
-        # request's buffers, which its next call overwrites.
-        request.infer({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in inputs.items()},
-                      share_inputs=True)
+        # start_async + wait, not infer(): on 2 busy cores a full render at batch 1 took 33 ms
+        # through infer() and 7 ms this way (fp32; bf16 6.6 and 2.4 ms). share_inputs: no copy of
+        # contiguous float32 arrays; outputs are copied out of the request's buffers, which its
+        # next call overwrites. `arrays` holds the inputs until the request is done with them.
+        arrays = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in inputs.items()}
+        request.start_async(arrays, share_inputs=True)
+        request.wait()
         return {name: request.get_tensor(port).data.copy()
                 for name, port in zip(GRAPHS[graph].outputs, self._outputs[graph])}
 
