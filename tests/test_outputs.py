@@ -21,6 +21,7 @@ from PIL import Image
 import eqsdk
 from eqsdk.cli import main
 from eqsdk.errors import InputError
+from tests.processes import interruptible
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 CHAR, BG = EXAMPLES / "case1" / "char.png", EXAMPLES / "case1" / "bg.png"
@@ -239,7 +240,8 @@ def test_a_killed_animate_leaves_no_temporary_file(sig, output, code, long_drive
     work = tmp_path / "work"
     work.mkdir()
     proc = subprocess.Popen([sys.executable, "-m", "eqsdk", "animate", "--char", str(CHAR), "--drive",
-                             str(long_drive), "-o", str(work / output)], stderr=subprocess.PIPE, text=True)
+                             str(long_drive), "-o", str(work / output)], stderr=subprocess.PIPE, text=True,
+                            preexec_fn=interruptible)
     deadline = time.time() + 60
     while time.time() < deadline and proc.poll() is None:  # until frames are being written
         temps = [p for p in work.iterdir() if p.name.startswith(f".{output}.")]

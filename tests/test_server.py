@@ -29,6 +29,7 @@ from eqsdk.encoding_cache import EncodingCache, UnknownIdError
 from eqsdk.errors import InputError
 from eqsdk.renderer import Encoding
 from eqsdk.server import Limits, create_app, running
+from tests.processes import interruptible
 from tests.test_bad_images import png_bomb
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -407,7 +408,7 @@ def test_serve_without_the_extra_exits_2_with_the_install_hint():
 def test_eqsdk_serve_command_serves_until_interrupted():
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     p = subprocess.Popen([sys.executable, "-m", "eqsdk", "serve", "--port", "0", "--no-access-log"],
-                         stderr=subprocess.PIPE, text=True, env=env)
+                         stderr=subprocess.PIPE, text=True, env=env, preexec_fn=interruptible)
     try:
         line = p.stderr.readline()
         assert line.startswith("eqsdk serve: http://127.0.0.1:") and "models mnist" in line, line
