@@ -8,6 +8,7 @@ Routes (OpenAPI docs at /docs):
     POST /v1/encode/motion       multipart anim_start, anim_end, or motion (.eqm) [model] -> the same
     POST /v1/compose             JSON or form: character, motion, background ids [frame, model] -> PNG
     GET  /v1/models, /v1/stats, /healthz
+    GET  /                       the live page, and its routes (eqsdk.live_page)
 
 Uploads get the checks of files (eqsdk.images: formats, declared pixels before decoding, modes,
 EXIF orientation); bad input is a JSON {"error": one line} with 400, 404 (unknown id or model),
@@ -321,6 +322,8 @@ ROUTES = {
                          "motion file motion (.eqm) (and optionally model)",
     "/v1/compose": "a JSON object or form with the ids character, motion, background (and "
                    "optionally frame, model)",
+    "/v1/encode/clip": "multipart/form-data with the file clip (an animated GIF, PNG or WebP; and "
+                       "optionally model)",
 }
 ERRORS = {code: {"description": what, "content": {"application/json": {"example": {"error": "..."}}}}
           for code, what in ((400, "bad input: what was received, what was expected"),
@@ -483,6 +486,9 @@ def create_app(models: Sequence = (DEFAULT_MODEL,), backend: str = "cpu", limits
     async def healthz():
         return {"status": "ok", "models": list(service.models)}
 
+    from eqsdk import live_page  # imports this module: here, not at the top
+
+    live_page.add_routes(app, service)
     return app
 
 
