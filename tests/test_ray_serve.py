@@ -3,12 +3,13 @@ own HTTP proxy on a free loopback port, spoken to over HTTP (urllib).
 
 Concurrent renders equal the library's, all answered, in @serve.batch batches larger than one;
 an id made on one replica composes on the other; errors are eqsdk serve's; the builder's
-arguments are checked.
+arguments are checked, and the documented `serve deploy` config is valid.
 """
 import io
 import json
 import socket
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,6 +23,7 @@ from eqsdk.ray_serve import app, build  # noqa: E402
 from tests.test_server import call, case, error  # noqa: E402
 
 CLIENTS = 32
+CONFIG = Path(__file__).resolve().parents[1] / "examples" / "ray_serve.yaml"
 
 
 def free_port() -> int:
@@ -142,3 +144,15 @@ def test_the_builder_checks_its_arguments():
         app({"max_batch": 0})
     with pytest.raises(InputError, match=r"limits: max_in_flight -1; expected a positive number"):
         app({"max_in_flight": "-1"})
+
+
+def test_the_deploy_config_is_valid():
+    """examples/ray_serve.yaml parses as Ray's own `serve deploy` schema and its args build the app."""
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+
+    config = ServeDeploySchema.model_validate(yaml.safe_load(CONFIG.read_text()))
+    (application,) = config.applications
+    assert application.import_path == "eqsdk.ray_serve:app" and application.route_prefix == "/"
+    d = app(application.args)._bound_deployment
+    assert d.num_replicas == 4 and d.init_args[0] == ["mnist", "sprites"]
