@@ -236,6 +236,8 @@ function selectModel(name) {
   state.model = name;
   state.ids = {};
   state.frameImages = [];
+  state.latencies = [];      // figures per model
+  state.requestMs = [];
   const info = state.models.find((m) => m.name === name);
   $("runtime").textContent = info ? `${info.image_size}x${info.image_size}, ${info.runtime}` : "";
   fillPickers();
