@@ -207,8 +207,9 @@ def run_jobs(jobs: list[tuple[ServeBatched, Any]]) -> list[tuple[bool, Any]]:
 
 # Building the application: from Python, from `serve run eqsdk.ray_serve:app key=value ...`, or
 # from a `serve deploy` config's `args`.
-def build(models=(DEFAULT_MODEL,), backend: str = "cpu", num_replicas: int = 1, num_cpus: float = 1.0,
-          max_batch: int = BATCH, max_wait_ms: float = 2.0, limits: Limits | None = None) -> "serve.Application":
+def build(models=(DEFAULT_MODEL,), backend: str = "cpu", num_replicas: int = 1,
+          num_cpus: float = 1.0, max_batch: int = BATCH, max_wait_ms: float = 2.0,
+          limits: Limits | None = None) -> "serve.Application":
     """The Ray Serve application: `num_replicas` replicas of `num_cpus` CPUs each serving `models`
     (bundled names or bundle paths, present on every node; the first is the default) on
     `backend`, each batching up to `max_batch` items, waiting up to `max_wait_ms` for a batch to
@@ -219,7 +220,8 @@ def build(models=(DEFAULT_MODEL,), backend: str = "cpu", num_replicas: int = 1, 
     models = [str(m) for m in models]
     if not models:
         raise InputError("models: got none; expected at least one model name or bundle path")
-    for name, value, low, high in (("num_replicas", num_replicas, 1, 4096), ("max_batch", max_batch, 1, 1024)):
+    for name, value, low, high in (("num_replicas", num_replicas, 1, 4096),
+                                   ("max_batch", max_batch, 1, 1024)):
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             raise InputError(f"{name}: got {value!r}; expected an integer from {low} to {high}")
     for name, value, high in (("num_cpus", num_cpus, 1024), ("max_wait_ms", max_wait_ms, 1000)):
@@ -247,17 +249,21 @@ def app(args: dict | None = None) -> "serve.Application":
     kwargs = {k: typed(k, v, {**BUILD_ARGS, **LIMIT_ARGS}[k]) for k, v in args.items() if k != "models"}
     if "models" in args:
         models = args["models"]
-        kwargs["models"] = [m.strip() for m in models.split(",") if m.strip()] if isinstance(models, str) else models
+        if isinstance(models, str):
+            models = [m.strip() for m in models.split(",") if m.strip()]
+        if not isinstance(models, list):
+            raise InputError(f"eqsdk.ray_serve:app: models={models!r}; expected a list of model names "
+                             "or bundle paths, or comma-separated text")
+        kwargs["models"] = models
     limits = Limits(**{k: kwargs.pop(k) for k in list(kwargs) if k in LIMIT_ARGS})
     return build(**kwargs, limits=limits)
 
 
 def typed(name: str, value, kind: type):
     """An argument as `kind`: text from the command line is converted, a config's value checked."""
-    if isinstance(value, kind) and not isinstance(value, bool) or (kind is float and isinstance(value, int)
-                                                                    and not isinstance(value, bool)):
+    if not isinstance(value, bool) and (isinstance(value, kind) or kind is float and isinstance(value, int)):
         return value
-    if isinstance(value, str) and kind in (int, float):
+    if isinstance(value, str) and kind is not str:
         try:
             return kind(value)
         except ValueError:

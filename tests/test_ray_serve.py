@@ -75,7 +75,8 @@ def test_concurrent_renders_equal_the_library_in_batches(url, mnist):
     cases = {k: case(k) for k in (1, 2, 3)}
     expected = {}
     for k, files in cases.items():  # the library's render_arrays, one case at a time
-        x = {f: eqsdk.images.to_array(Image.open(io.BytesIO(v)), mnist.image_size, f) for f, v in files.items()}
+        x = {f: eqsdk.images.to_array(Image.open(io.BytesIO(v)), mnist.image_size, f)
+             for f, v in files.items()}
         out = mnist.render_arrays(*(x[f][None] for f in ("char", "anim_start", "anim_end", "bg")))
         expected[k] = eqsdk.images.to_uint8(out)[0].astype(int)
     with ThreadPoolExecutor(CLIENTS) as pool:
@@ -140,6 +141,8 @@ def test_the_builder_checks_its_arguments():
         app({"replicas": 2})
     with pytest.raises(InputError, match=r"num_replicas='two'; expected an integer"):
         app({"num_replicas": "two"})
+    with pytest.raises(InputError, match=r"models=3; expected a list of model names"):
+        app({"models": 3})
     with pytest.raises(InputError, match=r"max_batch: got 0; expected an integer from 1 to 1024"):
         app({"max_batch": 0})
     with pytest.raises(InputError, match=r"limits: max_in_flight -1; expected a positive number"):
@@ -156,3 +159,21 @@ def test_the_deploy_config_is_valid():
     assert application.import_path == "eqsdk.ray_serve:app" and application.route_prefix == "/"
     d = app(application.args)._bound_deployment
     assert d.num_replicas == 4 and d.init_args[0] == ["mnist", "sprites"]
+
+
+def test_a_failing_batch_runs_its_items_alone():
+    """run_jobs groups a Ray batch by operation; when a group's call fails, each item runs alone,
+    so the error reaches its own request and the others get their results."""
+    from eqsdk.ray_serve import ServeBatched, run_jobs
+
+    def doubled(items):
+        if "bad" in items:
+            raise InputError("bad item")
+        return [2 * x for x in items]
+
+    double = ServeBatched(doubled, "double", None)
+    negate = ServeBatched(lambda xs: [-x for x in xs], "negate", None)
+    out = run_jobs([(double, 1), (negate, 5), (double, "bad"), (double, 3), (negate, 7)])
+    assert [o[1] for o in out if o[0]] == [2, -5, 6, -7]
+    assert not out[2][0] and isinstance(out[2][1], InputError)
+    assert double.stats()["sizes"] == {"3": 1} and negate.stats()["sizes"] == {"2": 1}
