@@ -600,7 +600,8 @@ def serve(models: Sequence, host: str = "127.0.0.1", port: int = 8000, backend: 
     service: Service = app.state.service
     url = f"http://{host_for_url(host)}:{sock.getsockname()[1]}"
     echo(f"eqsdk serve: {url} (models {', '.join(service.models)}; backend "
-         f"{service.models[service.default].renderer.backend.describe()}; docs {url}/docs)")
+         f"{service.models[service.default].renderer.backend.describe()}; live page {url}/, "
+         f"docs {url}/docs)")
     if host not in ("127.0.0.1", "localhost", "::1"):
         echo(f"eqsdk serve: note: listening on {host}, reachable from other machines; the service has "
              "no authentication: put it behind a proxy that has")

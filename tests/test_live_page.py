@@ -198,6 +198,7 @@ def rendered(driver, frame: int, model: str, inputs: str = "") -> np.ndarray:
 @pytest.mark.slow
 def test_live_page_follows_the_slider_switches_models_and_measures_latency(browser, url, mnist, sprites,
                                                                            tmp_path):
+    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import Select
@@ -231,21 +232,28 @@ def test_live_page_follows_the_slider_switches_models_and_measures_latency(brows
     count = int(latency.get_attribute("data-count"))
     median, request = (float(latency.get_attribute(f"data-median{k}-ms")) for k in ("", "-request"))
     assert count == 7 and 0 < request < median < 5000  # frames 0, 11, 10, 9, 8, 7, and 7 uploaded
-    assert latency.text.startswith(f"frame latency {latency.get_attribute('data-last-ms')} ms, median {median:.1f} ms")
+    last_ms = latency.get_attribute("data-last-ms")
+    assert latency.text.startswith(f"frame latency {last_ms} ms, median {median:.1f} ms")
     print(f"\nlive page: median frame latency {median:.1f} ms (compose request {request:.1f} ms) over "
           f"{count} frames; screenshots in {tmp_path}")
 
     Select(browser.find_element(By.ID, "model")).select_by_value("sprites")
-    walk = rendered(browser, 7, "sprites", "sprites/knight.png | sprites/knight.png | sprites/walk_sequence.gif")  # the sprites clip has 9 frames: position 7 is kept
-    np.testing.assert_allclose(walk, replay(sprites, ex / "sprites/knight.png", ex / "sprites/knight.png",
-                                            ex / "sprites/walk_sequence.gif")[7], atol=1)
+    knight, walk = ex / "sprites/knight.png", ex / "sprites/walk_sequence.gif"
+    expected = replay(sprites, knight, knight, walk)
+    # The sprites clip has 9 frames: the slider's position 7 is kept.
+    shown = rendered(browser, 7, "sprites", "sprites/knight.png | sprites/knight.png | sprites/walk_sequence.gif")
+    np.testing.assert_allclose(shown, expected[7], atol=1)
     slider.send_keys(Keys.HOME)
     rendered(browser, 0, "sprites")
     slider.send_keys(Keys.ARROW_RIGHT)
     rendered(browser, 1, "sprites")
     browser.save_screenshot(str(tmp_path / "3-sprites-frame1.png"))
-
     assert latency.get_attribute("data-count") == "3"  # the figures are the model's: 7, 0, 1
+
+    # A drag by the mouse to the slider's right end: the frames in between may be skipped, the last is shown.
+    ActionChains(browser).click_and_hold(slider).move_by_offset(slider.size["width"] // 2 - 2, 0).release().perform()
+    np.testing.assert_allclose(rendered(browser, 8, "sprites"), expected[8], atol=1)
+    browser.save_screenshot(str(tmp_path / "4-sprites-dragged.png"))
 
 
 @pytest.mark.slow
