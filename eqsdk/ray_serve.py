@@ -12,7 +12,7 @@ routes, checks, errors and limits) and swaps two of its parts:
   worker thread, off the replica's event loop;
 - encodings: ids live in one EncodingStore actor per application, not in a replica, so an id
   handed out by one replica composes on any other (Ray's proxy spreads requests over replicas;
-  it does not route by id). The store is created by the first replica that needs it and shares
+  it does not route by id). The store is created by the first replica to start and shares
   that replica's fate: if it goes (the replica stopped, scaled down or redeployed), the next
   call makes a new, empty one, and a client gets 404 for its old ids and encodes again, as after
   the cache's own expiry. Encodings cross as host arrays (a 64x64 model's character: 64 KB),
@@ -43,6 +43,7 @@ except ModuleNotFoundError as e:
 from eqsdk.server import Limits, Service, create_app  # noqa: E402 - after ray's install hint
 
 STORE = "eqsdk-encodings"  # the store actor's name, followed by the application's
+NAMESPACE = "eqsdk"  # the store's Ray namespace, whichever job created the replicas
 
 
 @ray.remote(num_cpus=0)
@@ -79,7 +80,7 @@ class SharedEncodings:
         self.store = self._connect()
 
     def _connect(self):
-        return EncodingStore.options(name=self.name, get_if_exists=True).remote(
+        return EncodingStore.options(name=self.name, namespace=NAMESPACE, get_if_exists=True).remote(
             self.limits.cache_entries, self.limits.cache_max_age_s, self.limits.cache_bytes)
 
     def _call(self, method: str, *args):

@@ -120,6 +120,25 @@ def test_an_id_composes_on_any_replica(url, mnist):
 
 
 @pytest.mark.slow
+def test_a_lost_store_means_unknown_ids_then_encoding_again(url):
+    """The store gone (its replica stopped): a new, empty one takes its place; old ids get 404."""
+    import ray
+
+    files = case(1)
+
+    def encode() -> dict:
+        return {kind: json.loads(call(f"{url}/v1/encode/{kind}", fields)[2])["id"] for kind, fields in (
+            ("character", {"image": files["char"]}), ("background", {"image": files["bg"]}),
+            ("motion", {"anim_start": files["anim_start"], "anim_end": files["anim_end"]}))}
+
+    ids = encode()
+    ray.kill(ray.get_actor("eqsdk-encodings-eqsdk", namespace="eqsdk"))
+    status, message = error(*call(f"{url}/v1/compose", json_body=ids)[::2])
+    assert status == 404 and "no such encoding" in message
+    assert call(f"{url}/v1/compose", json_body=encode())[0] == 200
+
+
+@pytest.mark.slow
 def test_errors_are_eqsdk_serves(url):
     status, message = error(*call(f"{url}/v1/compose", json_body={"character": "nosuchid", "motion": "x",
                                                                   "background": "y"})[::2])
