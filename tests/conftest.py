@@ -1,5 +1,6 @@
-"""Shared fixtures: a tiny random model exported to a real bundle, run by real onnxruntime; and
-the `data` marker: a test marked @pytest.mark.data("mnist") is skipped when train.data_dir finds
+"""Shared fixtures: a tiny random model exported to a real bundle, run by real onnxruntime; the
+bundled mnist and sprites models, loaded once (a Renderer renders from many threads); and the
+`data` marker: a test marked @pytest.mark.data("mnist") is skipped when train.data_dir finds
 no MNIST, or fails when EQSDK_REQUIRE_DATA=1 (CI, which must not skip them silently)."""
 import os
 
@@ -42,3 +43,17 @@ def tiny_bundle(tiny_checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("bundle") / "tiny"
     manifest = export_bundle(tiny_checkpoint, out, "tiny")
     return out, manifest
+
+
+@pytest.fixture(scope="session")
+def mnist():
+    import eqsdk
+
+    return eqsdk.load("mnist")
+
+
+@pytest.fixture(scope="session")
+def sprites():
+    import eqsdk
+
+    return eqsdk.load("sprites")

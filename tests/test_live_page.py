@@ -32,16 +32,6 @@ WAIT_S = 20
 
 
 @pytest.fixture(scope="module")
-def mnist():
-    return eqsdk.load("mnist")
-
-
-@pytest.fixture(scope="module")
-def sprites():
-    return eqsdk.load("sprites")
-
-
-@pytest.fixture(scope="module")
 def url(mnist, sprites):
     with running(create_app([mnist, sprites], max_wait_ms=1)) as base:
         yield base

@@ -24,16 +24,6 @@ KNIGHT, WALK = EXAMPLES / "sprites" / "knight.png", EXAMPLES / "sprites" / "walk
 
 
 @pytest.fixture(scope="module")
-def mnist():
-    return eqsdk.load("mnist")
-
-
-@pytest.fixture(scope="module")
-def sprites():
-    return eqsdk.load("sprites")
-
-
-@pytest.fixture(scope="module")
 def tiny(tiny_bundle):
     return eqsdk.load(tiny_bundle[0])
 

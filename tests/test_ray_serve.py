@@ -33,11 +33,6 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def mnist():
-    return eqsdk.load("mnist")
-
-
-@pytest.fixture(scope="module")
 def url():
     """mnist on 2 replicas of 1 CPU, batches of up to 32 waiting up to 50 ms to fill."""
     import ray

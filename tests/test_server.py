@@ -86,17 +86,6 @@ def case(k: int) -> dict[str, bytes]:
     return {f: (EXAMPLES / f"case{k}" / f"{f}.png").read_bytes() for f in FIELDS}
 
 
-# Fixtures: the models loaded once, shared by the servers (a Renderer renders from many threads).
-@pytest.fixture(scope="module")
-def mnist():
-    return eqsdk.load("mnist")
-
-
-@pytest.fixture(scope="module")
-def sprites():
-    return eqsdk.load("sprites")
-
-
 @pytest.fixture(scope="module")
 def url(mnist, sprites):
     """A server of mnist (the default) and sprites, batches of up to 32 waiting up to 20 ms."""
