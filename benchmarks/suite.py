@@ -1,23 +1,26 @@
-"""The latency suite: ONNX Runtime CPU (fp32 and int8) against PyTorch on the same model, with
-FLOPs, achieved GFLOP/s and the machine's measured peak, in one process.
+"""The latency suite: eqsdk's full render against every other way to run the same model on this
+machine, with the measured peaks, FLOPs and the targets, in one process.
 
-    python -m benchmarks.suite --out benchmarks/results/cpu
+    python -m benchmarks.suite --out benchmarks/results/cpu      # on quiet cores, ~10 minutes
+    python -m benchmarks.suite --quick --out /tmp/suite          # a rehearsal, under 3 minutes
 
-Measures, in this order (all ONNX Runtime timings before any PyTorch one, so that PyTorch's
-OpenMP threads are not spinning while ONNX Runtime is timed):
-  1. eqsdk.bench.bench on the bundle: per-graph latency, the full / new-motion / new-background
-     paths at each --batch, session creation, first call, SDK overhead at batch 1; ONNX Runtime
-     CPU fp32 with eqsdk's default threads (2 here, spinning off).
-  2. The int8 bundle (benchmarks/quantize.py) written to a temporary directory: the same
-     measurements, the kernels ONNX Runtime runs, whether it has a bf16 path here, and the
-     quality cost on the Moving MNIST test split.
-  3. PyTorch on the same model rebuilt from the bundle's graphs (benchmarks/torch_reference.py),
-     checked against the eqsdk render, eager and torch.compile, with the same thread count.
-  4. The motion check (eqsdk.motion_check; on in the mnist bundle): a full render with it, ONNX
-     Runtime and PyTorch eager. Steps 1-3 time the graphs without it, like for like.
-  5. FLOPs per graph and path, and the matrix-product peaks (benchmarks/flops.py).
-Writes OUT/results.json (everything, with the environment and the command), OUT/results.md and
-OUT/latency.png (benchmarks/report.py).
+Measures, in this order:
+  1. The machine's peaks per precision (benchmarks/flops.py): fp32 (torch.matmul, ONNX Runtime
+     MatMul), bf16 (torch.matmul, OpenVINO MatMul), int8 (ONNX Runtime MatMulInteger), each
+     kernel's median of trials taken in turns.
+  2. eqsdk.bench.bench on the bundle: per-graph latency, the four paths, session creation, first
+     call and the SDK's overhead at batch 1 (ONNX Runtime CPU fp32, eqsdk's default threads).
+  3. Optionally the int8 bundle (benchmarks/quantize.py): the same, its kernels and quality cost.
+  4. The rows: a full render at each --batch by every contestant (ROWS), in interleaved rounds
+     (A B C ... A B C ...): each row's figure is the median of its round medians, its p99 over
+     all its runs, and a row whose round medians spread by more than --spread-limit of their
+     median is marked unreliable and not scored. The PyTorch model is rebuilt from the bundle's
+     graphs (benchmarks/torch_reference.py) and the merged ONNX model is composed from them
+     (benchmarks/merged_graph.py); both are checked against the eqsdk render first.
+  5. Optionally the motion check: full renders with it, ONNX Runtime and PyTorch (batched alike).
+  6. FLOPs per render; a row above its precision's peak raises the peak (flops.raise_peaks).
+Writes OUT/results.json (everything, with the environment, the load average before and after and
+the command), OUT/results.md and OUT/latency.png (benchmarks/report.py).
 """
 from __future__ import annotations
 
@@ -37,21 +40,43 @@ import onnxruntime as ort
 import torch
 
 import eqsdk
-from benchmarks import flops, quantize, report, torch_reference
+from benchmarks import flops, merged_graph, quantize, report, torch_reference
 from eqsdk.backends.ort_cpu import default_threads
-from eqsdk.bench import bench
+from eqsdk.bench import bench, time_calls
 from eqsdk.bundle import bundle_dir
 from eqsdk.verify import TOLERANCE
 
-PARITY_TOLERANCE = TOLERANCE["fp32"]  # max abs difference, PyTorch vs eqsdk render
+PARITY_TOLERANCE = TOLERANCE["fp32"]  # max abs difference of a render against eqsdk's
+PAUSE_S = 0.05  # between two rows of a round: spinning threads of the previous row go idle
+
+# The contestants, each a full render (the drive row: a new driving frame on a cached character,
+# background and reference frame): label -> (precision class for the peaks, render path).
+ROWS = {
+    "eqsdk (ONNX Runtime, 4 sessions)": ("fp32", "full"),
+    "eqsdk drive (cached encodings)": ("fp32", "drive"),
+    "eqsdk OpenVINO fp32": ("fp32", "full"),
+    "eqsdk OpenVINO bf16": ("bf16", "full"),
+    "one merged ONNX model, ORT spinning off": ("fp32", "full"),
+    "one merged ONNX model, ORT spinning on": ("fp32", "full"),
+    "PyTorch eager fp32": ("fp32", "full"),
+    "torch.compile fp32": ("fp32", "full"),
+    "torch.compile + bf16 autocast": ("bf16", "full"),
+}
 
 
 def environment(threads: int) -> dict:
-    return {"cpu": flops.cpu_info(), "python": platform.python_version(), "numpy": np.__version__,
-            "onnxruntime": ort.__version__, "onnx": onnx.__version__, "torch": torch.__version__,
-            "threads": {"onnxruntime": f"intra_op {threads}, inter_op 1, spinning off (eqsdk default)",
-                        "torch": f"torch.set_num_threads({threads})",
-                        "numpy": "its BLAS's default (all cores)"},
+    versions = {"cpu": flops.cpu_info(), "python": platform.python_version(), "numpy": np.__version__,
+                "onnxruntime": ort.__version__, "onnx": onnx.__version__, "torch": torch.__version__}
+    try:
+        import openvino
+
+        versions["openvino"] = openvino.__version__
+    except ImportError:
+        versions["openvino"] = None
+    return {**versions,
+            "threads": {"onnxruntime": f"intra_op {threads}, inter_op 1 (eqsdk's session options)",
+                        "openvino": f"INFERENCE_NUM_THREADS {threads}, one stream (eqsdk's backend)",
+                        "torch": f"torch.set_num_threads({threads})"},
             "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS",
                                                 "OPENBLAS_NUM_THREADS") if k in os.environ},
             "load_average_at_start": os.getloadavg()}
@@ -74,16 +99,121 @@ def measure_int8(directory: Path, renderer, args, threads: int) -> dict:
     return out
 
 
+def contestants(args, batch: int, model, merged, threads: int, compiled: dict) -> tuple[dict, dict]:
+    """({label: call} for one batch, {label: why not measured}). Each call renders `batch` items
+    from fixed random inputs; compiled collects the torch.compile records."""
+    from eqsdk.renderer import Encoding
+
+    s = model.cfg.image_size
+    x = np.random.default_rng(batch).random((4, batch, 3, s, s), dtype=np.float32)
+    xt = tuple(torch.from_numpy(a) for a in x)
+    calls, skipped = {}, {}
+    renderer = eqsdk.load(args.model, check_motion=False, threads=threads)
+    calls["eqsdk (ONNX Runtime, 4 sessions)"] = lambda: renderer.render_arrays(*x)
+    b = renderer.backend
+    character = Encoding("character", b.run("f_c", x=b.upload(x[0]))["z"], batch, False)
+    background = Encoding("background", b.run("f_b", x=b.upload(x[3]))["z"], batch, False)
+    reference = Encoding("character", b.run("f_c", x=b.upload(x[1][:1]))["z"], 1, True)
+    calls["eqsdk drive (cached encodings)"] = lambda: renderer.drive(character, background, reference, x[2])
+    for precision in ("fp32", "bf16"):
+        label = f"eqsdk OpenVINO {precision}"
+        try:
+            r = eqsdk.load(args.model, backend="openvino", precision=precision, check_motion=False,
+                           threads=threads)
+            calls[label] = lambda r=r: r.render_arrays(*x)
+        except eqsdk.errors.EqsdkError as e:  # not installed, or no bf16 on this CPU
+            skipped[label] = str(e).splitlines()[0]
+    feeds = dict(zip(merged_graph.INPUTS, x))
+    for spinning in (False, True):
+        session = merged_graph.ort_session(merged, threads, spinning)
+        calls[f"one merged ONNX model, ORT spinning {'on' if spinning else 'off'}"] = \
+            lambda session=session: session.run(None, feeds)
+    eager = torch_reference.FullRender(model).eval()
+    calls["PyTorch eager fp32"] = lambda: eager(*xt)
+    for bf16, label in ((False, "torch.compile fp32"), (True, "torch.compile + bf16 autocast")):
+        if args.skip_compile:
+            skipped[label] = "--skip-compile"
+            continue
+        mode = args.compile_mode if not bf16 else "default"
+        try:
+            fn, record = torch_reference.compiled_full_render(model, xt, bf16=bf16, mode=mode)
+        except Exception as e:  # inductor needs a C++ toolchain and may reject an op; record why
+            skipped[label] = f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
+            continue
+        compiled[f"{batch}/{label}"] = record
+        calls[label] = lambda fn=fn: fn(*xt)
+    return calls, skipped
+
+
+def interleaved(calls: dict, rounds: int, round_s: float, max_runs: int, warmup: int) -> dict[str, list]:
+    """{label: [round times (s) ...]}: the calls in turns, A B C ... A B C ..., `rounds` times;
+    in each turn a call runs as often as fits in round_s (3 to max_runs times, from its warm-up
+    time), after a pause and one untimed call."""
+    runs = {}
+    for label, fn in calls.items():
+        for _ in range(warmup):
+            fn()
+        t0 = time.perf_counter()
+        fn()
+        runs[label] = int(min(max_runs, max(3, round_s / max(time.perf_counter() - t0, 1e-6))))
+    times = {label: [] for label in calls}
+    for _ in range(rounds):
+        for label, fn in calls.items():
+            time.sleep(PAUSE_S)
+            fn()
+            t = np.empty(runs[label])
+            for k in range(len(t)):
+                t0 = time.perf_counter()
+                fn()
+                t[k] = time.perf_counter() - t0
+            times[label].append(t)
+    return times
+
+
+def summarize(rounds: list, batch: int, spread_limit: float) -> dict:
+    """One row's statistics from its rounds of times (s): median of the round medians, p99 over
+    all runs, renders/s, and the spread of the round medians, (max - min) / median; a spread
+    above spread_limit makes the row unreliable (reported, not scored)."""
+    medians = np.array([np.median(r) for r in rounds]) * 1e3
+    every = np.concatenate(rounds) * 1e3
+    median = float(np.median(medians))
+    spread = float((medians.max() - medians.min()) / median)
+    return {"median_ms": median, "p99_ms": float(np.percentile(every, 99)),
+            "renders_per_s": batch / (median / 1e3), "round_medians_ms": [round(float(m), 4) for m in medians],
+            "runs": len(every), "spread": spread, "reliable": spread <= spread_limit}
+
+
+def rows(args, model, merged, threads: int) -> tuple[dict, dict, dict]:
+    """({batch: {label: stats}}, {batch: {label: why not}}, compile records)."""
+    out, skipped, compiled = {}, {}, {}
+    with torch.inference_mode():
+        for batch in args.batch:
+            calls, skipped[str(batch)] = contestants(args, batch, model, merged, threads, compiled)
+            # a recompile while timing would run a compiled row partly eager: make it an error
+            torch._dynamo.config.error_on_recompile = True
+            try:
+                times = interleaved(calls, args.rounds, args.round_s, args.runs, args.warmup)
+            finally:
+                torch._dynamo.config.error_on_recompile = False
+            out[str(batch)] = {label: {"precision": ROWS[label][0], "path": ROWS[label][1],
+                                       **summarize(t, batch, args.spread_limit)} for label, t in times.items()}
+    return out, skipped, compiled
+
+
 def run(args) -> dict:
     threads = default_threads()
     directory = bundle_dir(args.model)
     results = {"command": "python -m benchmarks.suite " + shlex.join(args.argv),
                "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "environment": environment(threads),
                "settings": {"runs": args.runs, "warmup": args.warmup, "budget_s": args.budget,
-                            "batches": args.batch}}
+                            "batches": args.batch, "rounds": args.rounds, "round_s": args.round_s,
+                            "spread_limit": args.spread_limit, "quick": args.quick,
+                            "compile_mode": args.compile_mode}}
     step = lambda name: print(f"[{time.strftime('%H:%M:%S')}] {name}", file=sys.stderr, flush=True)  # noqa: E731
 
-    step("ONNX Runtime fp32")
+    step("matrix-product peaks")
+    results["peak"] = flops.peaks(threads, n=args.peak_n, trials=args.peak_trials)
+    step("eqsdk bench: graphs, paths, SDK overhead (ONNX Runtime fp32)")
     results["ort"] = bench(args.model, batches=args.batch, runs=args.runs, warmup=args.warmup,
                            budget_s=args.budget, check_motion=False)
     renderer = eqsdk.load(args.model, check_motion=False)
@@ -91,43 +221,40 @@ def run(args) -> dict:
         step("int8: quantize, time, quality")
         results["int8"] = measure_int8(directory, renderer, args, threads)
 
-    step("PyTorch reference: rebuild and parity")
+    step("PyTorch reference and the merged ONNX model: build and parity")
     model, found = torch_reference.model_from_bundle(directory)
     torch.set_num_threads(threads)
+    merged = merged_graph.full_render_model(directory)
     diff = torch_reference.parity(model, renderer)
-    results["parity"] = {"max_abs_diff_render": diff, "tolerance": PARITY_TOLERANCE,
-                         "passed": diff <= PARITY_TOLERANCE, "weights": found}
-    step("PyTorch eager")
-    results["torch_eager"] = torch_reference.bench(model, args.batch, args.runs, args.warmup, threads,
-                                                   budget_s=args.budget)
-    if not args.skip_compile:
-        step("torch.compile")
-        try:
-            results["torch_compile"] = torch_reference.bench(model, args.batch, args.runs, args.warmup,
-                                                             threads, compile=True, budget_s=args.budget)
-        except Exception as e:  # inductor needs a C++ toolchain and may reject an op; record why
-            results["torch_compile"] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:500]}"}
+    x = np.random.default_rng(7).random((4, 4, 3, renderer.image_size, renderer.image_size), dtype=np.float32)
+    merged_diff = float(np.abs(merged_graph.ort_session(merged, threads, False).run(
+        None, dict(zip(merged_graph.INPUTS, x)))[0] - renderer.render_arrays(*x)).max())
+    results["parity"] = {"max_abs_diff_render": diff, "merged_max_abs_diff_render": merged_diff,
+                         "tolerance": PARITY_TOLERANCE,
+                         "passed": max(diff, merged_diff) <= PARITY_TOLERANCE, "weights": found,
+                         "merged_nodes": len(merged.graph.node)}
+    step("rows, in interleaved rounds")
+    results["rows"], results["not_measured"], results["compile"] = rows(args, model, merged, threads)
 
-    step("The motion check: full renders with it")
-    results["motion_check"] = motion_check(args, model, threads)
+    if not args.skip_motion_check:
+        step("the motion check: full renders with it")
+        results["motion_check"] = motion_check(args, model, threads)
 
-    step("FLOPs and matmul peaks")
+    step("FLOPs")
     per_graph = flops.graph_flops(model)
     results["flops"] = {"method": "torch.utils.flop_counter.FlopCounterMode on the PyTorch modules; "
                                   "convolutions and matrix products, 1 multiply-add = 2 FLOP",
                         "per_graph_batch1": per_graph, "per_render": flops.path_flops(per_graph)}
-    results["peak"] = flops.peaks(threads, runs=args.peak_runs)
     results["environment"]["load_average_at_end"] = os.getloadavg()
-    results["comparison"] = report.comparison(results)
+    results["above_peak"] = report.check_peaks(results)
     results["targets"] = report.targets(results)
     return results
 
 
 def motion_check(args, model, threads: int) -> dict:
-    """Full renders with the motion check, ONNX Runtime then PyTorch eager, at each batch size
-    (random frames: the check's cost does not depend on what it finds)."""
-    from eqsdk.bench import time_calls
-
+    """Full renders with the motion check, ONNX Runtime then PyTorch eager batched as eqsdk
+    batches (torch_reference.checked_full_render), at each batch size (random frames: the
+    check's cost does not depend on what it finds)."""
     renderer = eqsdk.load(args.model, check_motion=True)
     s = renderer.image_size
     out = {}
@@ -138,28 +265,47 @@ def motion_check(args, model, threads: int) -> dict:
     with torch.inference_mode():
         for batch in args.batch:
             x = torch.from_numpy(np.random.default_rng(batch).random((4, batch, 3, s, s), dtype=np.float32))
-            out[str(batch)]["torch_eager"] = time_calls(lambda: model(*x, checked=True), args.runs, args.warmup,
-                                                        args.budget)
+            out[str(batch)]["torch_eager"] = time_calls(lambda: torch_reference.checked_full_render(model, *x),
+                                                        args.runs, args.warmup, args.budget)
     return out
+
+
+QUICK = {"runs": 8, "warmup": 2, "budget": 0.1, "batch": [1, 32], "rounds": 3, "round_s": 0.3,
+         "peak_n": 1024, "peak_trials": 3, "compile_mode": "default", "skip_int8": True,
+         "skip_motion_check": True}
 
 
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="mnist", help="bundled model name or bundle directory")
     p.add_argument("--out", type=Path, required=True, help="directory for results.json/.md, latency.png")
-    p.add_argument("--runs", type=int, default=200, help="timed runs per measurement")
+    p.add_argument("--quick", action="store_true",
+                   help="a rehearsal in under 3 minutes: " + ", ".join(f"{k}={v}" for k, v in QUICK.items()))
+    p.add_argument("--runs", type=int, default=200, help="most timed runs per measurement (per round for rows)")
     p.add_argument("--warmup", type=int, default=20, help="untimed runs before each measurement")
     p.add_argument("--budget", type=float, default=2.0,
-                   help="seconds per measurement: slower rows (large batches) get fewer runs, at "
-                        "least 20; the count is in the report (0: always --runs)")
-    p.add_argument("--batch", type=int, nargs="+", default=[1, 8, 32], help="batch sizes")
-    p.add_argument("--skip-compile", action="store_true", help="no torch.compile measurement")
+                   help="seconds per eqsdk bench measurement: slower ones get fewer runs, at least 20 "
+                        "(0: always --runs)")
+    p.add_argument("--batch", type=int, nargs="+", default=[1, 32], help="batch sizes")
+    p.add_argument("--rounds", type=int, default=7, help="interleaved rounds of the rows")
+    p.add_argument("--round-s", type=float, default=1.0, help="seconds per row per round")
+    p.add_argument("--spread-limit", type=float, default=0.15,
+                   help="a row whose round medians spread by more than this fraction of their median "
+                        "is unreliable: reported, not scored")
+    p.add_argument("--compile-mode", default="max-autotune-no-cudagraphs",
+                   help="torch.compile mode of the fp32 compiled row (bf16 runs mode default)")
+    p.add_argument("--skip-compile", action="store_true", help="no torch.compile rows")
     p.add_argument("--skip-int8", action="store_true", help="no int8 quantization and measurement")
+    p.add_argument("--skip-motion-check", action="store_true", help="no full renders with the motion check")
     p.add_argument("--calibration", type=int, default=256, help="int8 calibration frames")
     p.add_argument("--examples", type=int, default=500, help="test examples for the int8 quality cost")
-    p.add_argument("--peak-runs", type=int, default=10, help="timed 2048^3 products per peak figure")
+    p.add_argument("--peak-n", type=int, default=2048, help="matrix size of the peak products")
+    p.add_argument("--peak-trials", type=int, default=9, help="trials per peak kernel")
     args = p.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else list(argv)
+    if args.quick:
+        for k, v in QUICK.items():
+            setattr(args, k, v)
     return args
 
 

@@ -10,10 +10,11 @@ import numpy as np
 import onnx
 import torch
 
+from eqsdk import motion_check
 from eqsdk.bundle import read_manifest
 from export.from_bundle import NETWORKS, from_bundle
 from export.to_onnx import graph_modules
-from train.model import SceneModel
+from train.model import SceneModel, turn_about
 
 
 def model_from_bundle(directory: Path) -> tuple[SceneModel, dict]:
@@ -46,6 +47,66 @@ def parity(model: SceneModel, renderer, batch: int = 4, seed: int = 0) -> float:
     with torch.inference_mode():
         ref = model(*(torch.from_numpy(a) for a in x)).numpy()
     return float(np.abs(ref - renderer.render_arrays(*x)).max())
+
+
+class FullRender(torch.nn.Module):
+    """A full render as eqsdk runs it (Renderer.render_arrays, no motion check): f_c once on the
+    three images concatenated along the batch, T^Z, f_b, g. With bf16, under CPU bf16 autocast
+    (the image comes back float32)."""
+
+    def __init__(self, model: SceneModel, bf16: bool = False):
+        super().__init__()
+        self.f_c, self.f_b, self.t_z, self.g, self.bf16 = model.f_c, model.f_b, model.t_z, model.g, bf16
+
+    def forward(self, x_c, x_t1, x_t2, x_b):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            z_c, z_t1, z_t2 = self.f_c(torch.cat([x_c, x_t1, x_t2])).chunk(3)
+            image = self.g(self.t_z(z_t1, z_t2, z_c)[-1], self.f_b(x_b))
+        return image.float()
+
+
+def compiled_full_render(model: SceneModel, inputs, bf16: bool = False, mode: str = "default") -> tuple:
+    """(fn, record): FullRender compiled for the shapes of `inputs` (one batch size) with
+    inductor's freezing (weights folded in as constants), dynamic=False and fullgraph=True (a
+    graph break is an error, never a silent fall-back to eager), and its first call made. record
+    says how it compiled: seconds, mode, dynamo's graph and recompile counts."""
+    from torch._dynamo.utils import counters
+    from torch._inductor import config as inductor
+
+    inductor.freezing = True
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+    counters.clear()
+    fn = torch.compile(FullRender(model, bf16).eval(), mode=mode, dynamic=False, fullgraph=True)
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        fn(*inputs)
+    compile_s = time.perf_counter() - t0
+    record = {"mode": mode, "freezing": True, "dynamic": False, "fullgraph": True,
+              "bf16_autocast": bf16, "compile_s": compile_s,
+              "unique_graphs": int(counters["stats"]["unique_graphs"]),
+              "graph_breaks": int(sum(counters["graph_break"].values())),
+              "recompiles": int(sum(v for k, v in counters["recompiles"].items())) if "recompiles" in counters else 0}
+    return fn, record
+
+
+def checked_full_render(model: SceneModel, x_c, x_t1, x_t2, x_b):
+    """SceneModel(..., checked=True) batched as eqsdk batches it: f_c once on the three images,
+    and the K candidate turns of each motion rendered in one (K * B) batch through the warp and g
+    (SceneModel.checked_theta renders them one candidate at a time)."""
+    n = len(x_c)
+    z_c, z_t1, z_t2 = model.f_c(torch.cat([x_c, x_t1, x_t2])).chunk(3)
+    t_z = model.t_z
+    theta = t_z.theta(z_t1, z_t2)  # (B, 2, 3)
+    pivot = t_z.centre(z_t2)
+    tries = torch.stack([theta] + [t_z.compose(theta, turn_about(pivot, d)) for d in motion_check.turns()])
+    k = len(tries)  # (K, B, 2, 3)
+    b_t2 = model.f_b(x_t2)
+    renders = model.g(t_z.apply(tries.reshape(k * n, 2, 3), z_t1.repeat(k, 1, 1, 1)), b_t2.repeat(k, 1, 1, 1))
+    losses = (renders - x_t2.repeat(k, 1, 1, 1)).square().mean(dim=(1, 2, 3)).reshape(k, n)
+    best = losses.argmin(0)
+    best = torch.where(losses.min(0).values < motion_check.MARGIN * losses[0], best, 0)
+    z_moved = t_z.move(tries[best, torch.arange(n)], t_z.centre(z_t1), z_c)
+    return model.g(z_moved, model.f_b(x_b))
 
 
 class Graphs:
