@@ -72,17 +72,17 @@ def target(key: str, measured: str, ratio: float | None, at_most: bool = True, w
             "limit": limit, "met": met}
 
 
-def unreliable(*rows: dict | None) -> str:
-    """Why a ratio of these rows is not scored, or ""."""
-    if any(st is None for st in rows):
+def unreliable(**rows: dict | None) -> str:
+    """Why a ratio of these rows (label=stats) is not scored, or ""."""
+    if any(st is None for st in rows.values()):
         return "a row was not measured"
-    bad = [f"round medians spread {st['spread']:.0%}" for st in rows if not st["reliable"]]
-    return "unreliable row (" + ", ".join(bad) + ")" if bad else ""
+    bad = [f"{label}: round medians spread {st['spread']:.0%}" for label, st in rows.items() if not st["reliable"]]
+    return "unreliable (" + "; ".join(bad) + ")" if bad else ""
 
 
 def ratio_target(r: dict, key: str, num: str, den: str, batch: int = 1) -> dict:
     a, b = row(r, batch, num), row(r, batch, den)
-    why = unreliable(a, b)
+    why = unreliable(**{num: a, den: b})
     if a is None or b is None:
         return target(key, "not measured", None, why=why)
     x = a["median_ms"] / b["median_ms"]
@@ -100,7 +100,7 @@ def peak_target(r: dict, key: str, labels: tuple, precision: str) -> dict:
     g = rate(r, 32, st)
     return target(key, f"{label}: {g:.1f} GFLOP/s = {g / peak['value']:.0%} of {peak['value']:.1f} "
                        f"({precision} peak, {peak['raised_by'] or peak['source']})",
-                  g / peak["value"], at_most=False, why=unreliable(st))
+                  g / peak["value"], at_most=False, why=unreliable(**{label: st}))
 
 
 def targets(r: dict) -> dict:
@@ -110,7 +110,8 @@ def targets(r: dict) -> dict:
     st = row(r, 1, EQSDK)
     out["p99"] = target("p99", "not measured", None, why="a row was not measured") if st is None else \
         target("p99", f"p99 {st['p99_ms']:.3f} ms / median {st['median_ms']:.3f} ms = "
-                      f"{st['p99_ms'] / st['median_ms']:.2f}", st["p99_ms"] / st["median_ms"], why=unreliable(st))
+                      f"{st['p99_ms'] / st['median_ms']:.2f}", st["p99_ms"] / st["median_ms"],
+               why=unreliable(**{EQSDK: st}))
     out["reduced_vs_bf16_peak"] = peak_target(r, "reduced_vs_bf16_peak", REDUCED, "bf16")
     out["exact_vs_fp32_peak"] = peak_target(r, "exact_vs_fp32_peak", EXACT, "fp32")
     out["drive_vs_full"] = ratio_target(r, "drive_vs_full", DRIVE, EQSDK)
@@ -131,7 +132,8 @@ def rows_table(r: dict) -> list[str]:
         for label, st in rs.items():
             g = rate(r, int(batch), st)
             peak = r["peak"]["peak"][st["precision"]]["value"]
-            flag = "unreliable, not scored" if not st["reliable"] else ("above the measured peak" if st.get("above_peak") else "")
+            flag = ("unreliable, not scored" if not st["reliable"] else
+                    "above the measured peak" if st.get("above_peak") else "")
             lines.append(f"| {batch} | {label} | {st['median_ms']:.3f} | {st['p99_ms']:.3f} | "
                          f"{st['renders_per_s']:,.0f} | {g:.1f} | {g / peak:.0%} {st['precision']} | {st['runs']} | "
                          f"{st['spread']:.0%} | {flag} |")
@@ -144,7 +146,7 @@ def peaks_lines(r: dict) -> list[str]:
     p = r["peak"]
     lines = [f"Measured peaks: products of {p['n']}×{p['n']} matrices on {p['threads']} threads, "
              f"{p['trials']} trials of {p['calls_per_trial']} products per kernel taken in turns; each "
-             "kernel's figure is its median trial (min–max in brackets), a precision's peak its best kernel.", "",
+             "kernel's figure is its median trial, a precision's peak its best kernel.", "",
              "| kernel | median G(FL)OP/s | min–max |", "|---|---:|---:|"]
     for k, st in p["kernels"].items():
         lines.append(f"| {k} | {st['median']:.1f} | {st['min']:.1f}–{st['max']:.1f} |")
@@ -289,7 +291,8 @@ def markdown(r: dict) -> str:
                   "(torch_reference.checked_full_render):", ""]
         lines += motion_check_table(r)
     if "int8" in r:
-        lines += ["", f"## int8 (ONNX Runtime, QDQ static quantization of {', '.join(r['int8']['precision']['int8'])})", "",
+        int8 = ", ".join(r["int8"]["precision"]["int8"])
+        lines += ["", f"## int8 (ONNX Runtime, QDQ static quantization of {int8})", "",
                   f"{r['int8']['precision']['method']}; kept fp32: " +
                   "; ".join(f"{g}: {', '.join(n)}" for g, n in r["int8"]["precision"]["fp32_nodes"].items()) +
                   ", and the graphs " + ", ".join(r["int8"]["precision"]["fp32"]) + ".", ""]
@@ -317,6 +320,8 @@ def plot(r: dict, path: Path) -> None:
             if not r["rows"][b][k]["reliable"]:
                 ax.text(0, y, "  unreliable", va="center", fontsize=7, color="red")
         ax.invert_yaxis()
+        if key == "median_ms":  # rows differ by orders of magnitude on busy cores
+            ax.set_xscale("log")
         ax.set_title(title)
         ax.grid(alpha=0.3, axis="x")
     fig.suptitle(f"{r['ort']['model']} full render on {r['environment']['cpu']['model']}, "

@@ -194,7 +194,8 @@ def fake_results(eqsdk_ms=2.0, eager_ms=10.0, spread=0.05):
             "rows": {"1": {suite_report.EQSDK: row(eqsdk_ms, sp=spread), suite_report.EAGER: row(eager_ms),
                            suite_report.COMPILE_BF16: row(4.0, "bf16"), suite_report.DRIVE: row(0.8, path="drive")},
                      # 32 renders of 0.1 GFLOP in 40 ms: 80 GFLOP/s; bf16 in 20 ms: 160
-                     "32": {suite_report.EQSDK: row(40.0, batch=32), "eqsdk OpenVINO bf16": row(20.0, "bf16", batch=32)}}}
+                     "32": {suite_report.EQSDK: row(40.0, batch=32),
+                            "eqsdk OpenVINO bf16": row(20.0, "bf16", batch=32)}}}
 
 
 def test_targets_from_a_small_results_dict():
