@@ -13,19 +13,18 @@ The examples are copies of the repository's examples/ shipped in the package (te
 they stay equal), so an installed wheel has them too.
 """
 import base64
-import io
 from pathlib import Path
 
 import numpy as np
 from fastapi import File, Form, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse
-from PIL import Image, ImageSequence, UnidentifiedImageError
+from PIL import Image, ImageSequence
 from starlette.exceptions import HTTPException
 
 from eqsdk import images
 from eqsdk.errors import EqsdkError, InputError
-from eqsdk.server import ERRORS, Service, png, read_upload, upload_name
+from eqsdk.server import ERRORS, Service, open_upload, png, read_upload, upload_name
 
 WEB_DIR = Path(__file__).resolve().parent / "web"  # the page's files, shipped as package data
 EXAMPLES_DIR = WEB_DIR / "examples"
@@ -63,15 +62,7 @@ def decode_clip(data: bytes, filename: str | None, size: int, max_pixels: int) -
     where = f"clip {upload_name(filename)}({len(data):,} bytes)"
     if not data:
         raise InputError("clip: an empty upload; expected an animated GIF, PNG or WebP")
-    try:
-        im = Image.open(io.BytesIO(data))
-    except UnidentifiedImageError:
-        raise InputError(f"{where} is not an image Pillow can read; expected an animated GIF, PNG or WebP") from None
-    except Image.DecompressionBombError:
-        raise InputError(f"{where}: image declares more pixels than Pillow allows; expected at most "
-                         f"{max_pixels:,} over all frames") from None
-    except images.DECODE_ERRORS as e:
-        raise InputError(f"{where}: cannot read ({images.reason(e)})") from None
+    im = open_upload(data, where, "an animated GIF, PNG or WebP", f"{max_pixels:,} over all frames")
     with im:
         images.check_pixels(im.size, where)
         try:

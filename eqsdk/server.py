@@ -183,6 +183,22 @@ class Service:
 
 
 # Uploads: the checks eqsdk.images makes of files, on bytes.
+def open_upload(data: bytes, where: str, expected: str, limit: str) -> Image.Image:
+    """Pillow's lazy image of an upload, its opening errors as InputError: `expected` names the
+    formats, `limit` the pixels the server takes."""
+    try:
+        # Not in warnings.catch_warnings, which changes process-wide filters (uploads are read on
+        # many threads): a DecompressionBombWarning may be logged; the caller refuses the size.
+        return Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise InputError(f"{where} is not an image Pillow can read; expected {expected}") from None
+    except Image.DecompressionBombError:  # over Pillow's own limit, far above ours
+        raise InputError(f"{where}: image declares more pixels than Pillow allows; expected at most "
+                         f"{limit}") from None
+    except images.DECODE_ERRORS as e:
+        raise InputError(f"{where}: cannot read ({images.reason(e)})") from None
+
+
 def decode_image(data: bytes, name: str, filename: str | None, size: int, max_pixels: int,
                  notes: list[str]) -> np.ndarray:
     """An uploaded image file -> float32 (3, size, size) in [0, 1], as eqsdk.images.to_array
@@ -191,17 +207,7 @@ def decode_image(data: bytes, name: str, filename: str | None, size: int, max_pi
     where = f"{name} {upload_name(filename)}({len(data):,} bytes)"
     if not data:
         raise InputError(f"{name}: an empty upload; expected an image file (PNG, JPEG, GIF, BMP, ...)")
-    try:
-        # Not in warnings.catch_warnings, which changes process-wide filters (uploads are read on
-        # many threads): a DecompressionBombWarning may be logged; the size is refused below.
-        im = Image.open(io.BytesIO(data))
-    except UnidentifiedImageError:
-        raise InputError(f"{where} is not an image Pillow can read; expected PNG, JPEG, GIF, BMP, ...") from None
-    except Image.DecompressionBombError:  # over Pillow's own limit, far above ours
-        raise InputError(f"{where}: image declares more pixels than Pillow allows; expected at most "
-                         f"{max_pixels:,}: downscale it first") from None
-    except images.DECODE_ERRORS as e:
-        raise InputError(f"{where}: cannot read ({images.reason(e)})") from None
+    im = open_upload(data, where, "PNG, JPEG, GIF, BMP, ...", f"{max_pixels:,}: downscale it first")
     with im:
         images.check_pixels(im.size, where)
         w, h = im.size
