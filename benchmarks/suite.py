@@ -40,6 +40,7 @@ import onnxruntime as ort
 import torch
 
 import eqsdk
+import eqsdk.backends
 from benchmarks import flops, merged_graph, quantize, report, torch_reference
 from eqsdk.backends.ort_cpu import default_threads
 from eqsdk.bench import bench, time_calls
@@ -52,10 +53,11 @@ PAUSE_S = 0.05  # between two rows of a round: spinning threads of the previous 
 # The contestants, each a full render (the drive row: a new driving frame on a cached character,
 # background and reference frame): label -> (precision class for the peaks, render path).
 ROWS = {
-    "eqsdk (ONNX Runtime, 4 sessions)": ("fp32", "full"),
-    "eqsdk drive (cached encodings)": ("fp32", "drive"),
-    "eqsdk OpenVINO fp32": ("fp32", "full"),
-    "eqsdk OpenVINO bf16": ("bf16", "full"),
+    "eqsdk cpu fp32 (ONNX Runtime, 4 sessions)": ("fp32", "full"),
+    "eqsdk cpu fp32, drive": ("fp32", "drive"),
+    "eqsdk openvino fp32 (one call)": ("fp32", "full"),
+    "eqsdk openvino bf16 (one call)": ("bf16", "full"),
+    "eqsdk openvino bf16, drive": ("bf16", "drive"),
     "one merged ONNX model, ORT spinning off": ("fp32", "full"),
     "one merged ONNX model, ORT spinning on": ("fp32", "full"),
     "PyTorch eager fp32": ("fp32", "full"),
@@ -108,21 +110,29 @@ def contestants(args, batch: int, model, merged, threads: int, compiled: dict) -
     x = np.random.default_rng(batch).random((4, batch, 3, s, s), dtype=np.float32)
     xt = tuple(torch.from_numpy(a) for a in x)
     calls, skipped = {}, {}
+    def drive(renderer):
+        """The drive path: a new frame x[2] on a cached character, background and reference frame."""
+        b = renderer.backend
+        character = Encoding("character", b.run("f_c", x=b.upload(x[0]))["z"], batch, False)
+        background = Encoding("background", b.run("f_b", x=b.upload(x[3]))["z"], batch, False)
+        reference = Encoding("character", b.run("f_c", x=b.upload(x[1][:1]))["z"], 1, True)
+        return lambda: renderer.drive(character, background, reference, x[2])
+
     renderer = eqsdk.load(args.model, check_motion=False, threads=threads)
-    calls["eqsdk (ONNX Runtime, 4 sessions)"] = lambda: renderer.render_arrays(*x)
-    b = renderer.backend
-    character = Encoding("character", b.run("f_c", x=b.upload(x[0]))["z"], batch, False)
-    background = Encoding("background", b.run("f_b", x=b.upload(x[3]))["z"], batch, False)
-    reference = Encoding("character", b.run("f_c", x=b.upload(x[1][:1]))["z"], 1, True)
-    calls["eqsdk drive (cached encodings)"] = lambda: renderer.drive(character, background, reference, x[2])
+    calls["eqsdk cpu fp32 (ONNX Runtime, 4 sessions)"] = lambda: renderer.render_arrays(*x)
+    calls["eqsdk cpu fp32, drive"] = drive(renderer)
     for precision in ("fp32", "bf16"):
-        label = f"eqsdk OpenVINO {precision}"
+        label = f"eqsdk openvino {precision} (one call)"
         try:
             r = eqsdk.load(args.model, backend="openvino", precision=precision, check_motion=False,
                            threads=threads)
             calls[label] = lambda r=r: r.render_arrays(*x)
+            if precision == "bf16":
+                calls["eqsdk openvino bf16, drive"] = drive(r)
         except eqsdk.errors.EqsdkError as e:  # not installed, or no bf16 on this CPU
             skipped[label] = str(e).splitlines()[0]
+            if precision == "bf16":
+                skipped["eqsdk openvino bf16, drive"] = skipped[label]
     feeds = dict(zip(merged_graph.INPUTS, x))
     for spinning in (False, True):
         session = merged_graph.ort_session(merged, threads, spinning)
@@ -216,6 +226,10 @@ def run(args) -> dict:
     step("eqsdk bench: graphs, paths, SDK overhead (ONNX Runtime fp32)")
     results["ort"] = bench(args.model, batches=args.batch, runs=args.runs, warmup=args.warmup,
                            budget_s=args.budget, check_motion=False)
+    if eqsdk.backends.unavailable_reason("openvino") is None:
+        step("eqsdk bench: graphs, paths, SDK overhead (OpenVINO at its default precision)")
+        results["openvino"] = bench(args.model, backend="openvino", batches=args.batch, runs=args.runs,
+                                    warmup=args.warmup, budget_s=args.budget, check_motion=False)
     renderer = eqsdk.load(args.model, check_motion=False)
     if not args.skip_int8:
         step("int8: quantize, time, quality")

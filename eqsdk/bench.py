@@ -138,16 +138,17 @@ def overhead(renderer, runs: int, warmup: int) -> dict:
     rng = np.random.default_rng(1)
     imgs = [rng.integers(0, 256, (s, s, 3), dtype=np.uint8) for _ in range(4)]
     backend, inside = renderer.backend, []
-    run = backend.run
 
-    def timed_run(graph, **inputs):
-        t0 = time.perf_counter()
-        out = run(graph, **inputs)
-        inside[-1] += time.perf_counter() - t0
-        return out
+    def timed(method):
+        def call(name, **inputs):
+            t0 = time.perf_counter()
+            out = method(name, **inputs)
+            inside[-1] += time.perf_counter() - t0
+            return out
+        return call
 
     total = []
-    backend.run = timed_run
+    backend.run, backend.run_path = timed(backend.run), timed(backend.run_path)  # graphs and whole paths
     try:
         for k in range(warmup + runs):
             inside.append(0.0)
@@ -155,7 +156,7 @@ def overhead(renderer, runs: int, warmup: int) -> dict:
             renderer.render(char=imgs[0], bg=imgs[1], anim=(imgs[2], imgs[3]))
             total.append(time.perf_counter() - t0)
     finally:
-        del backend.run  # back to the class's method
+        del backend.run, backend.run_path  # back to the class's methods
     total, inside = np.array(total[warmup:]), np.array(inside[warmup:])
     return {"end_to_end": stats(total), "graphs": stats(inside),
             "sdk_fraction": float(np.median(total - inside) / np.median(total))}
@@ -176,7 +177,7 @@ def environment(renderer) -> dict:
 
 
 def bench(model: str, backend: str = "cpu", batches=(1, 8, 32), runs: int = 200,
-          warmup: int = 20, threads: int | None = None, precision: str = "fp32",
+          warmup: int = 20, threads: int | None = None, precision: str = "auto",
           budget_s: float | None = None, check_motion: bool = False, progress=None) -> dict:
     """Everything `eqsdk bench` reports for one backend (see the module doc); budget_s caps the
     time of each measurement (time_calls). The full, motion and drive paths check each motion

@@ -34,6 +34,10 @@ def cli() -> None:
 
 
 BACKEND_HELP = "auto, cpu, cuda, tensorrt or openvino [default: cpu]"
+precision_option = click.option(
+    "--precision", default="auto", type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+    help="auto: bf16 on openvino where the CPU has it, fp32 elsewhere; fp32: exact on every "
+         "backend; bf16 (openvino), fp16 (tensorrt) [default: auto]")
 check_motion_option = click.option(
     "--check-motion/--no-check-motion", default=False,
     help="check T^Z's reading of the motion by rendering turns of it: truer far turns, about 5x "
@@ -50,10 +54,11 @@ check_motion_option = click.option(
               help="CSV or JSON list of jobs (char, bg, anim_start, anim_end, output) instead")
 @click.option("--model", default=DEFAULT_MODEL, show_default=False, metavar="NAME|PATH", help=MODEL_HELP)
 @click.option("--backend", default="cpu", metavar="NAME", help=BACKEND_HELP)
+@precision_option
 @click.option("--scale", default=1, type=click.IntRange(1, 32), help="upscale the output N times for viewing")
 @check_motion_option
 @click.option("--force", is_flag=True, help="overwrite output files that exist")
-def render(char, bg, anim, output, jobs, model, backend, scale, check_motion, force) -> None:
+def render(char, bg, anim, output, jobs, model, backend, precision, scale, check_motion, force) -> None:
     """Render the character of CHAR on the background of BG, moved as in ANIM.
 
     \b
@@ -68,20 +73,20 @@ def render(char, bg, anim, output, jobs, model, backend, scale, check_motion, fo
         given = [k for k, v in single.items() if v]
         if given:
             raise click.UsageError(f"--batch takes its images from the jobs file; drop {', '.join(given)}")
-        return render_jobs(jobs, model, backend, scale, force, check_motion)
+        return render_jobs(jobs, model, backend, precision, scale, force, check_motion)
     missing = [k for k, v in single.items() if not v]
     if missing:
         raise click.UsageError(f"missing {', '.join(missing)} (or give --batch JOBS)")
     check_output(Path(output), overwrite=force)  # before any work: nothing is touched on error
-    renderer = eqsdk.load(model, backend=backend, check_motion=check_motion)
+    renderer = eqsdk.load(model, backend=backend, precision=precision, check_motion=check_motion)
     check_scale(scale, (renderer.image_size, renderer.image_size))
     image = renderer.render(char=char, bg=bg, anim=anim)
     eqsdk.save_image(image, output, overwrite=force, scale=scale)
     click.echo(f"wrote {output} ({image.shape[1] * scale}x{image.shape[0] * scale}, "
-               f"model {renderer.name}, backend {renderer.backend.name})", err=True)
+               f"model {renderer.name}, backend {renderer.backend.name} {renderer.backend.precision})", err=True)
 
 
-def render_jobs(path: str, model: str, backend: str, scale: int, force: bool, check_motion: bool,
+def render_jobs(path: str, model: str, backend: str, precision: str, scale: int, force: bool, check_motion: bool,
                 batch: int = 32) -> None:
     """All jobs of a file, checked first, then rendered in batches by one loaded model; the
     outputs appear together at the end, or none of them on any failure (eqsdk.jobs.staged)."""
@@ -92,7 +97,7 @@ def render_jobs(path: str, model: str, backend: str, scale: int, force: bool, ch
     from eqsdk.jobs import read_jobs, staged, within
 
     jobs = read_jobs(path, overwrite=force)
-    renderer = eqsdk.load(model, backend=backend, check_motion=check_motion)
+    renderer = eqsdk.load(model, backend=backend, precision=precision, check_motion=check_motion)
     size, resized = renderer.image_size, []
     with staged([j.output for j in jobs]) as temps, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ResizeWarning)  # counted, then one note
@@ -116,7 +121,7 @@ def render_jobs(path: str, model: str, backend: str, scale: int, force: bool, ch
         click.echo(f"eqsdk: note: {len(resized)} input images resized to {size}x{size}, the "
                    "model's size", err=True)
     click.echo(f"wrote {len(jobs)} images from {path} (model {renderer.name}, "
-               f"backend {renderer.backend.name})", err=True)
+               f"backend {renderer.backend.name} {renderer.backend.precision})", err=True)
 
 
 @cli.command()
@@ -253,11 +258,12 @@ def verify(model) -> None:
 @click.option("--side-by-side", is_flag=True, help="put each driving frame left of its output frame")
 @click.option("--model", default=DEFAULT_MODEL, show_default=False, metavar="NAME|PATH", help=MODEL_HELP)
 @click.option("--backend", default="cpu", metavar="NAME", help=BACKEND_HELP)
+@precision_option
 @click.option("--scale", default=1, type=click.IntRange(1, 32), help="upscale the output N times for viewing")
 @check_motion_option
 @click.option("--force", is_flag=True, help="overwrite the output if it exists")
-def animate(char, bg, drive, motion, output, fps, side_by_side, model, backend, scale, check_motion,
-            force) -> None:
+def animate(char, bg, drive, motion, output, fps, side_by_side, model, backend, precision, scale,
+            check_motion, force) -> None:
     """Animate the character of CHAR on the background of BG (or its own): frame k moves it as
     the driving character moved from the clip's first frame to frame k.
 
@@ -294,7 +300,7 @@ def animate(char, bg, drive, motion, output, fps, side_by_side, model, backend, 
     else:
         clip = motion = eqsdk.load_motion(motion)  # checked now; len(): its frames
         clip_fps = motion.fps
-    renderer = eqsdk.load(model, backend=backend, check_motion=check_motion)
+    renderer = eqsdk.load(model, backend=backend, precision=precision, check_motion=check_motion)
     size = renderer.image_size
     w, h = (2 * size if side_by_side else size), size
     check_scale(scale, (w, h))
@@ -318,7 +324,7 @@ def animate(char, bg, drive, motion, output, fps, side_by_side, model, backend, 
             out = video.side_by_side(shown, out)
         video.save_clip(out, output, fps=fps, overwrite=force, scale=scale)  # frame by frame
     click.echo(f"wrote {output} ({len(clip)} frames, {w * scale}x{h * scale}, {fps:g} fps, "
-               f"model {renderer.name}, backend {renderer.backend.name})", err=True)
+               f"model {renderer.name}, backend {renderer.backend.name} {renderer.backend.precision})", err=True)
 
 
 def model_sized(clip, size: int):
@@ -508,13 +514,14 @@ def export_triton(bundle, out, max_batch_size, force) -> None:
 @click.option("--runs", default=200, type=click.IntRange(10, 100_000),
               help="timed runs per measurement, at most [default: 200]")
 @click.option("--threads", type=click.IntRange(1, 256), help="CPU threads per graph [default: up to 2]")
+@precision_option
 @click.option("--thorough", is_flag=True,
               help="time every run asked for; by default a measurement stops after about "
                    "1.5 s (at least 20 runs), so that the whole bench takes a minute or two")
 @check_motion_option
 @click.option("--json", "json_path", metavar="FILE", help="also write the report as JSON")
 @click.option("--force", is_flag=True, help="overwrite the --json file if it exists")
-def bench(model, backends, batches, runs, threads, thorough, check_motion, json_path, force) -> None:
+def bench(model, backends, batches, runs, threads, precision, thorough, check_motion, json_path, force) -> None:
     """Latency of each graph and of the full, new-motion, new-frame and new-background paths.
 
     \b
@@ -534,7 +541,7 @@ def bench(model, backends, batches, runs, threads, thorough, check_motion, json_
         def progress(done: int, total: int, what: str, name=name) -> None:
             click.echo(f"eqsdk bench: {name} [{done}/{total}] {what}", err=True)
 
-        report = run_bench(model, name, sizes, runs, threads=threads, check_motion=check_motion,
+        report = run_bench(model, name, sizes, runs, threads=threads, precision=precision, check_motion=check_motion,
                            budget_s=None if thorough else BUDGET_S, progress=progress)
         click.echo(table(report) + "\n")
         reports.append(report)

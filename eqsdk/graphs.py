@@ -49,3 +49,26 @@ def resolve(shape: tuple, config: dict, batch: int | str = "B") -> tuple:
     sizes = {"B": batch, "S": config["image_size"], "C": config["channels"],
              "F": config["image_size"] // 4}
     return tuple(sizes.get(d, d) if isinstance(d, str) else d for d in shape)
+
+
+@dataclass(frozen=True)
+class PathSpec:
+    """A render path as one model: its inputs, and how the bundle's graphs are wired into it."""
+    name: str
+    inputs: dict[str, tuple]
+    doc: str
+
+
+# The paths a backend may run in one call (Backend.paths). Both output "image" (IMAGE) and are
+# the renderer's chains of graphs without the motion check, composed (see a backend's
+# compose_path); the bundle keeps only the separate graphs.
+PATHS = {
+    spec.name: spec
+    for spec in (
+        PathSpec("render", {"x_c": IMAGE, "x_t1": IMAGE, "x_t2": IMAGE, "x_b": IMAGE},
+                 "g(T^Z(z_t1, z_t2) o z_c + f_b(x_b)), f_c once on x_c, x_t1, x_t2 concatenated"),
+        PathSpec("drive", {"z_c": FEATURES, "z_b": FEATURES, "z_t1": FEATURES, "x_t2": IMAGE},
+                 "a new driving frame on a cached character, background and reference frame: "
+                 "g(T^Z(z_t1, f_c(x_t2)) o z_c + z_b)"),
+    )
+}

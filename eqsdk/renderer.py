@@ -220,6 +220,9 @@ class Renderer:
         f_c runs once on all three inputs; T^Z computes and applies theta in one graph (unless
         the motion is checked first)."""
         b = self.backend
+        if "render" in b.paths and not self.check_motion:  # the same chain, composed into one call
+            return b.download(b.run_path("render", x_c=b.upload(x_c), x_t1=b.upload(x_t1),
+                                         x_t2=b.upload(x_t2), x_b=b.upload(x_b)))
         z_c, z_t1, z_t2 = b.split(b.run("f_c", x=b.upload(np.concatenate([x_c, x_t1, x_t2])))["z"], 3)
         z_b = b.run("f_b", x=b.upload(x_b))["z"]
         z_moved = self._moved(z_c, z_t1, z_t2, x_t2)
@@ -234,6 +237,10 @@ class Renderer:
         b, n = self.backend, len(end)
         if isinstance(start, Encoding):
             z_t1 = b.repeat(start.data, n // start.count)
+            if "drive" in b.paths and not self.check_motion:  # the chain below, in one call
+                return b.download(b.run_path("drive", z_c=b.repeat(character.data, n // character.count),
+                                             z_b=b.repeat(background.data, n // background.count),
+                                             z_t1=z_t1, x_t2=b.upload(end)))
             z_t2 = b.run("f_c", x=b.upload(end))["z"]
         else:
             z_t1, z_t2 = b.split(b.run("f_c", x=b.upload(np.concatenate([start, end])))["z"], 2)

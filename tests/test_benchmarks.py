@@ -75,7 +75,7 @@ def test_results_json_is_complete(report):
     for batch, rows in r["rows"].items():
         measured = set(rows) | set(r["not_measured"][batch])
         assert measured == set(suite.ROWS)
-        assert {"eqsdk (ONNX Runtime, 4 sessions)", "PyTorch eager fp32",
+        assert {suite_report.EQSDK_CPU, suite_report.EQSDK, suite_report.DRIVE, "PyTorch eager fp32",
                 "one merged ONNX model, ORT spinning on"} <= set(rows)
         assert r["not_measured"][batch]["torch.compile fp32"] == "--skip-compile"
         for st in rows.values():
@@ -190,12 +190,13 @@ def fake_results(eqsdk_ms=2.0, eager_ms=10.0, spread=0.05):
 
     return {"flops": {"per_render": {"full": 1e8, "drive": 4e7}},
             "peak": fake_peaks(fp32=100.0, bf16=200.0),
-            "ort": {"overhead_batch1": {"sdk_fraction": 0.05}},
-            "rows": {"1": {suite_report.EQSDK: row(eqsdk_ms, sp=spread), suite_report.EAGER: row(eager_ms),
-                           suite_report.COMPILE_BF16: row(4.0, "bf16"), suite_report.DRIVE: row(0.8, path="drive")},
+            "ort": {"overhead_batch1": {"sdk_fraction": 0.05}, "environment": {"backend": "ONNX Runtime (fake)"}},
+            "rows": {"1": {suite_report.EQSDK: row(eqsdk_ms, "bf16", sp=spread), suite_report.EAGER: row(eager_ms),
+                           suite_report.COMPILE_BF16: row(4.0, "bf16"),
+                           suite_report.DRIVE: row(0.8, "bf16", path="drive")},
                      # 32 renders of 0.1 GFLOP in 40 ms: 80 GFLOP/s; bf16 in 20 ms: 160
-                     "32": {suite_report.EQSDK: row(40.0, batch=32),
-                            "eqsdk OpenVINO bf16": row(20.0, "bf16", batch=32)}}}
+                     "32": {suite_report.EQSDK_CPU: row(40.0, batch=32),
+                            suite_report.EQSDK: row(20.0, "bf16", batch=32)}}}
 
 
 def test_targets_from_a_small_results_dict():
@@ -219,9 +220,9 @@ def test_an_unreliable_row_is_not_scored_and_a_row_above_peak_raises_it():
     assert t["full_vs_eager"]["met"] is None and "unreliable" in t["full_vs_eager"]["measured"]
     assert t["drive_vs_full"]["met"] is None  # its denominator is the unreliable row
     r = fake_results()
-    r["rows"]["32"][suite_report.EQSDK]["median_ms"] = 20.0  # 160 GFLOP/s > the 100 measured
+    r["rows"]["32"][suite_report.EQSDK_CPU]["median_ms"] = 20.0  # 160 GFLOP/s > the 100 measured
     above = suite_report.check_peaks(r)
-    assert [(a["batch"], a["row"]) for a in above] == [(32, suite_report.EQSDK)]
+    assert [(a["batch"], a["row"]) for a in above] == [(32, suite_report.EQSDK_CPU)]
     assert r["peak"]["peak"]["fp32"]["value"] == pytest.approx(160.0)
-    assert r["rows"]["32"][suite_report.EQSDK]["above_peak"]
+    assert r["rows"]["32"][suite_report.EQSDK_CPU]["above_peak"]
     assert suite_report.targets(r)["exact_vs_fp32_peak"]["ratio"] == pytest.approx(1.0)  # never above 100%

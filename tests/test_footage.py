@@ -63,6 +63,22 @@ def test_train_resume_export_and_animate(footage, tmp_path, capsys):
     assert "--force" in capsys.readouterr().err
 
 
+@pytest.mark.slow
+def test_size_128_trains_exports_and_renders_with_the_same_four_graphs(footage, tmp_path):
+    run, bundle = tmp_path / "run128", tmp_path / "bundle128"
+    assert main(["train", str(footage), "--out", str(run), "--steps", "1", "--size", "128", "--batch", "2",
+                 "--sample-every", "0", "--threads", "1"]) == 0
+    assert main(["export", str(run), "--out", str(bundle)]) == 0
+    for backend in ("cpu", "openvino"):
+        r = eqsdk.load(bundle, backend=backend, precision="fp32")
+        assert r.image_size == 128 and r.manifest.config["image_size"] == 128
+        z = r.encode_character(sprite_clip(1, seed=2)[0])  # resized from 64 px, with a warning
+        assert z.data.shape[-2:] == (32, 32)  # features at a quarter of the image size
+        frames = r.animate(sprite_clip(1, seed=3)[0], sprite_clip(1, seed=4)[0], list(sprite_clip(4, seed=1)))
+        assert len(frames) == 4 and frames[0].shape == (128, 128, 3)
+    assert {p.stem for p in bundle.glob("*.onnx")} == {"f_c", "f_b", "t_z", "g", "warp"}
+
+
 @pytest.mark.parametrize("args, message", [
     (["--steps", "1", "--crop", "1,2,3"], "expected x,y,w,h"),
     (["--steps", "1", "--size", "48"], "'48' is not one of"),

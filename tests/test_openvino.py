@@ -61,6 +61,26 @@ def test_fp32_full_render_matches_onnxruntime(tiny_bundle, cpu, fp32):
     np.testing.assert_allclose(got, want, atol=TOLERANCE["fp32"], rtol=0)
 
 
+def test_render_and_drive_run_as_one_call_and_equal_the_chained_graphs(tiny_bundle, cpu, fp32):
+    manifest, rng = tiny_bundle[1], np.random.default_rng(5)
+    s = manifest.image_size
+    x_c, x_t1, x_t2, x_b = (rng.random((3, 3, s, s), dtype=np.float32) for _ in range(4))
+    assert fp32.paths == {"render", "drive"} and "paths in one call: drive, render" in fp32.describe()
+    calls = []
+    fp32.run_path, run_path = (lambda p, **kw: calls.append(p) or run_path(p, **kw)), fp32.run_path
+    try:
+        fused, chained = eqsdk.Renderer(fp32, manifest), eqsdk.Renderer(cpu, manifest)
+        assert np.abs(fused.render_arrays(x_c, x_t1, x_t2, x_b)
+                      - chained.render_arrays(x_c, x_t1, x_t2, x_b)).max() <= TOLERANCE["fp32"]
+        enc = [(r.encode_character(list(x_c.transpose(0, 2, 3, 1))), r.encode_background(list(x_b.transpose(0, 2, 3, 1))),
+                r.encode_character(list(x_t1.transpose(0, 2, 3, 1)))) for r in (fused, chained)]
+        got, want = (r.drive(*e, x_t2) for r, e in zip((fused, chained), enc))
+        assert np.abs(got - want).max() <= TOLERANCE["fp32"]
+    finally:
+        del fp32.run_path
+    assert calls == ["render", "drive"]
+
+
 def test_outputs_are_the_callers_own(tiny_bundle, fp32):
     # The next call must not overwrite what an earlier one returned (the request's buffers).
     x = np.random.default_rng(0).random((2, 3, 64, 64), dtype=np.float32)
@@ -149,7 +169,7 @@ def test_auto_with_bf16_picks_openvino(tiny_bundle):
 
 
 @pytest.mark.parametrize("backend, precision, message", [
-    ("openvino", "int4", r"precision 'int4'; expected one of bf16, fp16, fp32"),
+    ("openvino", "int4", r"precision 'int4'; expected auto or one of bf16, fp16, fp32"),
     ("openvino", "fp16", r"precision fp16 runs on the tensorrt backend only, not 'openvino'"),
     ("cpu", "bf16", r"precision bf16 runs on the openvino backend only, not 'cpu'"),
 ])

@@ -20,6 +20,9 @@ from eqsdk.manifest import Manifest
 class Backend:
     name = "?"
     precision = "fp32"
+    # Whole paths (eqsdk.graphs.PATHS) this backend runs as one call, composed from the bundle's
+    # graphs when it loads; the renderer chains the graphs for every other path.
+    paths: frozenset[str] = frozenset()
 
     def __init__(self, directory: Path, manifest: Manifest):
         self.directory, self.manifest = Path(directory), manifest
@@ -29,6 +32,10 @@ class Backend:
 
     def run(self, graph: str, **inputs):
         """Run one graph on keyword inputs named as in eqsdk.graphs.GRAPHS -> {output: tensor}."""
+        raise NotImplementedError
+
+    def run_path(self, path: str, **inputs):
+        """Run one of `paths` on keyword inputs named as in eqsdk.graphs.PATHS -> its image."""
         raise NotImplementedError
 
     def describe(self) -> str:

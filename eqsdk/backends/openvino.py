@@ -12,6 +12,10 @@ the runtime precision of every layer of its execution graph): a bf16 request on 
 bf16, or one the plugin compiled to f32 layers only, is a BackendError, never a silent f32 run.
 describe() says how many layers run in bf16.
 
+Paths: the full render and the drive path (eqsdk.graphs.PATHS) are also composed from the
+bundle's graphs into one model each when the backend loads (compose_path), so a render is one call
+and its intermediate tensors stay inside OpenVINO; the bundle keeps the separate graphs.
+
 Threads: INFERENCE_NUM_THREADS per compiled model, one stream, latency hint, no pinning. Calls from several
 threads are safe: each thread gets its own infer requests (a request runs one call at a time);
 the compiled models are shared.
@@ -27,7 +31,7 @@ import numpy as np
 from eqsdk.backends.base import Backend, check_interface
 from eqsdk.backends.ort_cpu import default_threads
 from eqsdk.errors import BackendError, BundleError
-from eqsdk.graphs import GRAPHS
+from eqsdk.graphs import GRAPHS, PATHS, resolve
 from eqsdk.manifest import Manifest
 
 # eqsdk's precision name -> OpenVINO's inference precision (an element type name).
@@ -82,13 +86,16 @@ class OpenVinoBackend(Backend):
                   "PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": False}
         self.compiled = {g: self._compile(core, g, config) for g in GRAPHS}
         self.layers = sum((layer_precisions(c) for c in self.compiled.values()), Counter())
+        self.compiled.update({p: core.compile_model(self.compose_path(core, p), "CPU", config) for p in PATHS})
+        self.paths = frozenset(PATHS)
         self._check_precision(precision)
         mixed = manifest.precision  # a quantised bundle: {"int8": [graphs], ...}
         self.precision = precision if isinstance(mixed, str) else \
             f"int8 ({', '.join(mixed['int8'])}), {precision} elsewhere"
         # Output ports in the order of GRAPHS' outputs.
-        self._outputs = {g: [self._port(c.outputs, g, name) for name in GRAPHS[g].outputs]
-                         for g, c in self.compiled.items()}
+        self._outputs = {g: [self._port(self.compiled[g].outputs, g, name) for name in GRAPHS[g].outputs]
+                         for g in GRAPHS}
+        self._outputs.update({p: [self._port(self.compiled[p].outputs, p, "image")] for p in PATHS})
         self._local = threading.local()
 
     def _compile(self, core, graph: str, config: dict):
@@ -103,6 +110,37 @@ class OpenVinoBackend(Backend):
         check_interface(path, graph, {p.get_any_name(): shape(p) for p in compiled.inputs},
                         {p.get_any_name(): shape(p) for p in compiled.outputs}, self.manifest.config)
         return compiled
+
+    def compose_path(self, core, path: str):
+        """One ov.Model of a path: the bundle's graphs read again, each graph's parameters fed
+        from the path's inputs or the graph before it (OpenVINO removes nothing it needs)."""
+        import openvino as ov
+        import openvino.opset13 as ops
+
+        def graph(name: str, **feeds) -> dict:
+            model = core.read_model(str(self.graph_path(name)))
+            for parameter in model.get_parameters():
+                for target in parameter.output(0).get_target_inputs():
+                    target.replace_source_output(feeds[parameter.get_friendly_name()])
+            return {r.input_value(0).get_any_name(): r.input_value(0) for r in model.get_results()}
+
+        shapes = {k: [-1 if d == "B" else d for d in resolve(v, self.manifest.config)]
+                  for k, v in PATHS[path].inputs.items()}
+        params = {k: ops.parameter(shape, ov.Type.f32, name=k) for k, shape in shapes.items()}
+        x = {k: p.output(0) for k, p in params.items()}
+        for k, port in x.items():
+            port.set_names({k})
+        if path == "render":  # f_c once on the three images, as Renderer.render_arrays
+            z = graph("f_c", x=ops.concat([x["x_c"], x["x_t1"], x["x_t2"]], 0).output(0))["z"]
+            z_c, z_t1, z_t2 = ops.split(z, 0, 3).outputs()
+            z_b = graph("f_b", x=x["x_b"])["z"]
+        else:  # drive, as Renderer.drive with a cached reference frame
+            z_c, z_b, z_t1 = x["z_c"], x["z_b"], x["z_t1"]
+            z_t2 = graph("f_c", x=x["x_t2"])["z"]
+        z_moved = graph("t_z", z_t1=z_t1, z_t2=z_t2, z_c=z_c)["z_moved"]
+        image = ops.result(graph("g", z_char=z_moved, z_bg=z_b)["image"])
+        image.output(0).set_names({"image"})
+        return ov.Model([image], list(params.values()), f"{self.manifest.name}_{path}")
 
     def _check_precision(self, precision: str) -> None:
         """What the plugin compiled is what was asked: a mismatch is an error, not a fallback."""
@@ -136,7 +174,14 @@ class OpenVinoBackend(Backend):
         return requests
 
     def run(self, graph: str, **inputs: np.ndarray) -> dict[str, np.ndarray]:
-        request = self._requests()[graph]
+        return dict(zip(GRAPHS[graph].outputs, self._infer(graph, inputs)))
+
+    def run_path(self, path: str, **inputs: np.ndarray) -> np.ndarray:
+        return self._infer(path, inputs)[0]
+
+    def _infer(self, model: str, inputs: dict) -> list[np.ndarray]:
+        """One compiled model (a graph or a path) on its inputs -> its outputs, copied out."""
+        request = self._requests()[model]
         # start_async + wait, not infer(): on 2 busy cores a full render at batch 1 took 33 ms
         # through infer() and 7 ms this way (fp32; bf16 6.6 and 2.4 ms). share_inputs: no copy of
         # contiguous float32 arrays; outputs are copied out of the request's buffers, which its
@@ -144,8 +189,7 @@ class OpenVinoBackend(Backend):
         arrays = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in inputs.items()}
         request.start_async(arrays, share_inputs=True)
         request.wait()
-        return {name: request.get_tensor(port).data.copy()
-                for name, port in zip(GRAPHS[graph].outputs, self._outputs[graph])}
+        return [request.get_tensor(port).data.copy() for port in self._outputs[model]]
 
     def describe(self) -> str:
         import openvino as ov
@@ -153,4 +197,5 @@ class OpenVinoBackend(Backend):
         compute = sum(self.layers.values())
         ran = ", ".join(f"{n} {p}" for p, n in self.layers.most_common())
         return (f"OpenVINO {ov.get_version().split('-')[0]} CPU ({self.device_name}), {self.threads} "
-                f"threads, {self.precision} ({compute} layers run: {ran})")
+                f"threads, {self.precision} ({compute} layers run: {ran}); paths in one call: "
+                f"{', '.join(sorted(self.paths))}")
