@@ -50,7 +50,7 @@ def test_fp32_matches_onnxruntime_per_graph(tiny_bundle, cpu, fp32):
 @pytest.mark.parametrize("model", ["mnist", "sprites"])
 def test_fp32_matches_onnxruntime_per_graph_on_a_bundled_model(model):
     reference = eqsdk.load(model).backend
-    candidate = eqsdk.load(model, backend="openvino").backend
+    candidate = eqsdk.load(model, backend="openvino", precision="fp32").backend
     diffs = compare(reference, candidate, reference.manifest.config)
     assert max(diffs.values()) <= TOLERANCE["fp32"], diffs
 
@@ -160,6 +160,12 @@ def test_available_and_chosen_by_auto_before_the_cpu(tiny_bundle):
     assert INSTALL_HINTS["openvino"] == "pip install 'eqsdk[openvino]'"
     if available()["cuda"] is not None and available()["tensorrt"] is not None:
         assert eqsdk.load(tiny_bundle[0], backend="auto").backend.name == "openvino"
+
+
+def test_the_default_precision_is_bf16_where_the_cpu_has_it_and_fp32_stays_one_option_away(tiny_bundle):
+    assert eqsdk.load(tiny_bundle[0], backend="openvino").backend.precision == ("bf16" if HAS_BF16 else "fp32")
+    assert eqsdk.load(tiny_bundle[0], backend="openvino", precision="fp32").backend.precision == "fp32"
+    assert eqsdk.load(tiny_bundle[0]).backend.precision == "fp32"  # the cpu backend: always exact
 
 
 @needs_bf16
