@@ -66,7 +66,7 @@ class OpenVinoBackend(Backend):
     name = "openvino"
 
     def __init__(self, directory: Path, manifest: Manifest, threads: int | None = None,
-                 precision: str = "fp32"):
+                 precision: str = "fp32", pinning: bool = False):
         import openvino as ov
 
         super().__init__(directory, manifest)
@@ -79,11 +79,12 @@ class OpenVinoBackend(Backend):
         if precision == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
             raise BackendError(f"precision bf16: this CPU ({self.device_name}) has no bf16 "
                                "instructions (AVX512_BF16 or AMX); use precision='fp32'")
-        # No pinning: threads pinned to cores that other processes also use cannot move off them
-        # (ONNX Runtime does not pin either).
+        # No pinning by default: threads pinned to cores that other processes also use cannot move
+        # off them (ONNX Runtime does not pin either; benchmarks/threads.py measures both).
+        self.pinning = bool(pinning)
         config = {"INFERENCE_PRECISION_HINT": PRECISIONS[precision],
                   "INFERENCE_NUM_THREADS": self.threads, "NUM_STREAMS": 1,
-                  "PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": False}
+                  "PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": self.pinning}
         self.compiled = {g: self._compile(core, g, config) for g in GRAPHS}
         self.layers = sum((layer_precisions(c) for c in self.compiled.values()), Counter())
         self.compiled.update({p: core.compile_model(self.compose_path(core, p), "CPU", config) for p in PATHS})
