@@ -16,7 +16,8 @@ Paths: the full render and the drive path (eqsdk.graphs.PATHS) are also composed
 bundle's graphs into one model each when the backend loads (compose_path), so a render is one call
 and its intermediate tensors stay inside OpenVINO; the bundle keeps the separate graphs.
 
-Threads: INFERENCE_NUM_THREADS per compiled model, one stream, latency hint, no pinning. Calls from several
+Threads: INFERENCE_NUM_THREADS per compiled model, one stream, latency hint, no pinning unless
+asked (pinning=True; benchmarks/threads.py measures both). Calls from several
 threads are safe: each thread gets its own infer requests (a request runs one call at a time);
 the compiled models are shared.
 """
@@ -114,7 +115,8 @@ class OpenVinoBackend(Backend):
 
     def compose_path(self, core, path: str):
         """One ov.Model of a path: the bundle's graphs read again, each graph's parameters fed
-        from the path's inputs or the graph before it (OpenVINO removes nothing it needs)."""
+        from the path's inputs or the graph before it (outputs no one reads, t_z's theta and
+        origin, are left out of the model)."""
         import openvino as ov
         import openvino.opset13 as ops
 
