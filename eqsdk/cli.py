@@ -73,7 +73,7 @@ def render(char, bg, anim, output, jobs, model, backend, precision, scale, check
         given = [k for k, v in single.items() if v]
         if given:
             raise click.UsageError(f"--batch takes its images from the jobs file; drop {', '.join(given)}")
-        return render_jobs(jobs, model, backend, precision, scale, force, check_motion)
+        return render_jobs(jobs, model, backend, scale, force, check_motion, precision=precision)
     missing = [k for k, v in single.items() if not v]
     if missing:
         raise click.UsageError(f"missing {', '.join(missing)} (or give --batch JOBS)")
@@ -86,8 +86,8 @@ def render(char, bg, anim, output, jobs, model, backend, precision, scale, check
                f"model {renderer.name}, backend {renderer.backend.name} {renderer.backend.precision})", err=True)
 
 
-def render_jobs(path: str, model: str, backend: str, precision: str, scale: int, force: bool, check_motion: bool,
-                batch: int = 32) -> None:
+def render_jobs(path: str, model: str, backend: str, scale: int, force: bool, check_motion: bool,
+                batch: int = 32, precision: str = "auto") -> None:
     """All jobs of a file, checked first, then rendered in batches by one loaded model; the
     outputs appear together at the end, or none of them on any failure (eqsdk.jobs.staged)."""
     import numpy as np
