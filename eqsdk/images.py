@@ -183,6 +183,10 @@ def array_to_image(a: np.ndarray, name: str) -> Image.Image:
 def to_array(src: ImageLike, size: int, name: str = "image") -> np.ndarray:
     """Model input: float32 (3, size, size) in [0, 1]. Other sizes are resized (with a
     ResizeWarning); other modes are converted to RGB (see to_rgb)."""
+    if isinstance(src, np.ndarray) and src.dtype == np.uint8 and src.shape == (size, size, 3):
+        # Already what the model takes: skip the round trip through PIL (0.09 ms an image, a
+        # fifth of a batch-1 render on a fast backend). The same values as the path below.
+        return src.transpose(2, 0, 1).astype(np.float32) / 255
     if isinstance(src, (str, os.PathLike)):
         im = open_image(src, name)
     elif isinstance(src, Image.Image):

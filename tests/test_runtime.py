@@ -220,3 +220,11 @@ def test_saved_images_get_the_usual_permissions(tmp_path):
         os.umask(old)
     assert path.stat().st_mode & 0o777 == 0o644
     assert [p.name for p in tmp_path.iterdir()] == ["x.png"]  # no temporary file left
+
+
+def test_a_uint8_array_at_the_model_size_is_read_as_its_pil_image_is():
+    a = np.random.default_rng(4).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    fast, through_pil = to_array(a, 64), to_array(Image.fromarray(a), 64)
+    assert fast.dtype == np.float32 and fast.shape == (3, 64, 64) and np.array_equal(fast, through_pil)
+    with pytest.warns(ResizeWarning):  # any other size still goes through PIL and says so
+        assert to_array(a, 32).shape == (3, 32, 32)
