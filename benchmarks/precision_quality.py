@@ -116,8 +116,8 @@ def markdown(machine: dict, describe: dict, q: dict, speed: dict, args) -> str:
         "",
         f"## Full render latency (median and p90 of {args.runs} calls after a warm-up)",
         "",
-        "Indicative only: both cores were busy with training processes during the run, so the "
-        "figures are slower and noisier than on quiet cores.",
+        "From this run, at the load average above; `python -m benchmarks.suite` measures "
+        "latency in interleaved rounds (docs/benchmarks.md).",
         "",
         "| path | " + " | ".join(f"batch {b} median ms | p90 ms | renders/s" for b in args.batches) + " |",
         "|---|" + "---:|---:|---:|" * len(args.batches),
