@@ -43,7 +43,7 @@ def load(model: str | Path = DEFAULT_MODEL, backend: str = "cpu", threads: int |
         BackendError with an install hint.
     threads: CPU intra-op threads per graph (default: what suits four small chained graphs).
     precision: "auto" (default: bf16 on OpenVINO where the CPU has bf16 instructions, whose
-        measured cost is about 1% of Background MSE; fp32 on every other backend), "fp32" (exact
+        measured cost is about 2% of Background MSE; fp32 on every other backend), "fp32" (exact
         on every backend), "fp16" on TensorRT, or "bf16" on OpenVINO.
     check_motion: check T^Z's reading of each motion by rendering turns of it (eqsdk.motion_check):
         truer far turns, about 5x the render time. Off by default.

@@ -66,7 +66,7 @@ def resolve_name(name: str) -> str:
 def default_precision(name: str) -> str:
     """What precision="auto" runs on a backend: bf16 on OpenVINO where the CPU has bf16
     instructions (on the mnist test set it moves Transformation MSE by -0.1% and Background MSE
-    by +1.4%, at 2-4x the speed: benchmarks/results/precision_quality.md), fp32 everywhere else
+    by +2.3%, at 2-4x the speed: benchmarks/results/precision_quality.md), fp32 everywhere else
     (TensorRT's fp16 is not yet measured on a GPU)."""
     if name == "openvino":
         import openvino as ov
