@@ -213,3 +213,20 @@ def test_verify_compares_openvino_at_each_precision(tiny_bundle, capsys):
                for line in out.splitlines()), out
     bf16 = "ok (tolerance 0.2)" if HAS_BF16 else "not run: precision bf16: this CPU"
     assert any(line.startswith("openvino  bf16 ") and bf16 in line for line in out.splitlines()), out
+
+
+def test_the_cli_renders_at_the_precision_asked_for_and_says_which(tmp_path, capsys):
+    from pathlib import Path
+
+    from eqsdk.cli import main
+
+    case = Path(__file__).resolve().parents[1] / "examples" / "case1"
+    images = ["--char", str(case / "char.png"), "--bg", str(case / "bg.png"),
+              "--anim", str(case / "anim_start.png"), str(case / "anim_end.png")]
+    assert main(["render", *images, "-o", str(tmp_path / "a.png"), "--backend", "openvino", "--precision", "fp32"]) == 0
+    assert "backend openvino fp32)" in capsys.readouterr().err
+    assert main(["render", *images, "-o", str(tmp_path / "b.png"), "--backend", "openvino"]) == 0
+    assert f"backend openvino {'bf16' if HAS_BF16 else 'fp32'})" in capsys.readouterr().err
+    assert main(["render", *images, "-o", str(tmp_path / "c.png"), "--precision", "bf16"]) == 2
+    assert "precision bf16 runs on the openvino backend only, not 'cpu'" in capsys.readouterr().err
+    assert not (tmp_path / "c.png").exists()
