@@ -104,14 +104,14 @@ def matmul_model(n: int, integer: bool):
 def openvino_matmul(n: int, threads: int):
     """OpenVINO's CPU plugin running an fp32 (n, n) @ (n, n) MatMul at bf16 inference precision
     (what eqsdk's openvino backend asks for with precision="bf16"); None where it cannot."""
-    from eqsdk.backends.openvino import PRECISIONS, unavailable_reason
+    from eqsdk.backends.openvino import PRECISIONS, has_bf16, unavailable_reason
 
     if unavailable_reason() is not None:
         return None
     import openvino as ov
 
     core = ov.Core()
-    if "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+    if not has_bf16(core):
         return None
     a, model = matmul_model(n, integer=False)
     compiled = core.compile_model(core.read_model(model.SerializeToString(), b""), "CPU",

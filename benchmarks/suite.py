@@ -40,8 +40,8 @@ import onnxruntime as ort
 import torch
 
 import eqsdk
-import eqsdk.backends
 from benchmarks import flops, merged_graph, quantize, report, torch_reference
+from eqsdk.backends import unavailable_reason
 from eqsdk.backends.ort_cpu import default_threads
 from eqsdk.bench import bench, time_calls
 from eqsdk.bundle import bundle_dir
@@ -226,7 +226,7 @@ def run(args) -> dict:
     step("eqsdk bench: graphs, paths, SDK overhead (ONNX Runtime fp32)")
     results["ort"] = bench(args.model, batches=args.batch, runs=args.runs, warmup=args.warmup,
                            budget_s=args.budget, check_motion=False)
-    if eqsdk.backends.unavailable_reason("openvino") is None:
+    if unavailable_reason("openvino") is None:
         step("eqsdk bench: graphs, paths, SDK overhead (OpenVINO at its default precision)")
         results["openvino"] = bench(args.model, backend="openvino", batches=args.batch, runs=args.runs,
                                     warmup=args.warmup, budget_s=args.budget, check_motion=False)

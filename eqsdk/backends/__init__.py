@@ -69,9 +69,9 @@ def default_precision(name: str) -> str:
     by +2.3%, at 2-4x the speed: benchmarks/results/precision_quality.md), fp32 everywhere else
     (TensorRT's fp16 is not yet measured on a GPU)."""
     if name == "openvino":
-        import openvino as ov
+        from eqsdk.backends.openvino import has_bf16
 
-        return "bf16" if "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES") else "fp32"
+        return "bf16" if has_bf16() else "fp32"
     return "fp32"
 
 

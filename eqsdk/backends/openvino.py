@@ -52,6 +52,15 @@ def unavailable_reason() -> str | None:
     return None
 
 
+def has_bf16(core=None) -> bool:
+    """Whether OpenVINO's CPU plugin has bf16 instructions to run (AVX512_BF16 or AMX)."""
+    if core is None:
+        import openvino as ov
+
+        core = ov.Core()
+    return "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
 def layer_precisions(compiled) -> Counter:
     """Compute layers of a compiled model's execution graph by runtime precision ("f32", "bf16")."""
     counts = Counter()
@@ -77,7 +86,7 @@ class OpenVinoBackend(Backend):
         self.threads = threads or default_threads()
         core = ov.Core()
         self.device_name = core.get_property("CPU", "FULL_DEVICE_NAME")
-        if precision == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        if precision == "bf16" and not has_bf16(core):
             raise BackendError(f"precision bf16: this CPU ({self.device_name}) has no bf16 "
                                "instructions (AVX512_BF16 or AMX); use precision='fp32'")
         # No pinning by default: threads pinned to cores that other processes also use cannot move
