@@ -81,6 +81,21 @@ def test_render_and_drive_run_as_one_call_and_equal_the_chained_graphs(tiny_bund
     assert calls == ["render", "drive"]
 
 
+def test_a_batch_split_over_streams_equals_one_call(tiny_bundle):
+    # Two threads make two streams of one thread each (the throughput hint), whatever the cores.
+    backend = eqsdk.load(tiny_bundle[0], backend="openvino", precision="fp32", threads=2).backend
+    assert backend.split_streams("render") == 2
+    s, rng = tiny_bundle[1].image_size, np.random.default_rng(7)
+    split, infer_split = [], backend._infer_split
+    backend._infer_split = lambda path, inputs: split.append(len(inputs["x_c"])) or infer_split(path, inputs)
+    for n in (1, 3, 4, 17):  # 3: unequal parts of a small batch are slower than one call
+        x = {k: rng.random((n, 3, s, s), dtype=np.float32) for k in ("x_c", "x_t1", "x_t2", "x_b")}
+        got, want = backend.run_path("render", **x), backend._infer("render", x)[0]
+        assert got.shape == (n, 3, s, s)
+        np.testing.assert_allclose(got, want, atol=1e-6, rtol=0)
+    assert split == [4, 17]
+
+
 def test_outputs_are_the_callers_own(tiny_bundle, fp32):
     # The next call must not overwrite what an earlier one returned (the request's buffers).
     x = np.random.default_rng(0).random((2, 3, 64, 64), dtype=np.float32)
