@@ -77,7 +77,8 @@ def environment(threads: int) -> dict:
         versions["openvino"] = None
     return {**versions,
             "threads": {"onnxruntime": f"intra_op {threads}, inter_op 1 (eqsdk's session options)",
-                        "openvino": f"INFERENCE_NUM_THREADS {threads}, one stream (eqsdk's backend)",
+                        "openvino": f"INFERENCE_NUM_THREADS {threads}; one stream for a single image, a batch split "
+                                    "over the throughput hint's streams (eqsdk's backend)",
                         "torch": f"torch.set_num_threads({threads})"},
             "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS",
                                                 "OPENBLAS_NUM_THREADS") if k in os.environ},

@@ -233,13 +233,11 @@ class OpenVinoBackend(Backend):
         n = len(next(iter(inputs.values())))
         bounds = np.linspace(0, n, streams + 1).round().astype(int)
         arrays = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in inputs.items()}
-        parts = [{k: v[a:b] for k, v in arrays.items()} for a, b in zip(bounds[:-1], bounds[1:])]
-        running = requests[path][:len(parts)]
-        for request, part in zip(running, parts):
-            request.start_async(part, share_inputs=True)
-        for request in running:
+        for request, a, b in zip(requests[path], bounds[:-1], bounds[1:]):
+            request.start_async({k: v[a:b] for k, v in arrays.items()}, share_inputs=True)
+        for request in requests[path]:
             request.wait()
-        return np.concatenate([request.get_tensor(port).data for request in running])
+        return np.concatenate([request.get_tensor(port).data for request in requests[path]])
 
     def _infer(self, model: str, inputs: dict) -> list[np.ndarray]:
         """One compiled model (a graph or a path) on its inputs -> its outputs, copied out."""
