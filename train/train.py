@@ -220,7 +220,7 @@ def schedules(tcfg: TrainConfig, state: dict, fraction: float) -> dict:
 
 
 def train_step(losses_of, opt, tcfg: TrainConfig, shards: list[tuple], scheduled: dict) -> dict:
-    """One optimiser step on eq. 4 over this process's shards of the batch, each (x1, x2, keep_char, x_b);
+    """One optimiser step on eq. 4 over this process's shards of the batch, each (x1, x2, keep_char);
     -> the losses of the shards, concatenated or averaged. losses_of: distributed.wrap(model), whose
     backward averages the gradients over the ranks."""
     for group in opt.param_groups:

@@ -27,9 +27,6 @@ Pairs. A training pair is two different kept frames i != j of one video with |i 
 to its kept frames), j uniform over the frames within the gap. sample_pairs(max_gap=k) narrows
 the dataset's gap to min(k, max_gap). augment=True mirrors both frames of a pair left-right with
 probability 1/2 (a still background stays still); recolour is ignored (no palette to redraw).
-sample_with_background draws the same pair and a third frame of its video to encode the
-background from: uniform over the frames more than max_gap from i, or over all but i when the
-video has none that far.
 
 Split. By video, seeded: the clips sorted by path are shuffled by the seed and the first
 max(1, round(val_fraction * n)) go to validation, the rest to training, whenever there are n >= 2
