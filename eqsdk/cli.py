@@ -411,11 +411,8 @@ def parse_crop(ctx, param, value):
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--sample-every", default=300, show_default=True, type=click.FloatRange(min=0),
               help="seconds between checkpoints, samples.png and preview.gif")
-@click.option("--background", default="x1", show_default=True, type=click.Choice(["x1", "far"]),
-              help="the frame the background is learned from: the pair's first, or a far frame of its video")
 @click.option("--threads", type=click.IntRange(1), help="CPU threads per process [default: PyTorch's]")
-def train_command(footage, out, size, minutes, steps, batch, max_gap, crop, seed, sample_every, background,
-                  threads) -> None:
+def train_command(footage, out, size, minutes, steps, batch, max_gap, crop, seed, sample_every, threads) -> None:
     """Train a model on FOLDER: videos (.mp4 .mov .mkv .webm .avi .gif) and/or folders of frames,
     one video each, filmed with a still camera. Run it again to resume; run it under torchrun to
     train on several processes or machines.
@@ -432,8 +429,7 @@ def train_command(footage, out, size, minutes, steps, batch, max_gap, crop, seed
         from train.footage import FootageRun, train_on_footage
     if threads:
         torch.set_num_threads(threads)
-    run = FootageRun(Path(footage), Path(out), int(size), steps, minutes, batch, max_gap, crop, seed, sample_every,
-                     background)
+    run = FootageRun(Path(footage), Path(out), int(size), steps, minutes, batch, max_gap, crop, seed, sample_every)
     ckpt = train_on_footage(run, "eqsdk train " + shlex.join(sys.argv[2:]))
     if distributed.is_main_process():
         click.echo(f"wrote {Path(out) / 'last.pt'} (step {ckpt['step']}); next: eqsdk export {out} --out BUNDLE",

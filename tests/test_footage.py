@@ -14,7 +14,6 @@ from PIL import Image
 
 import eqsdk
 from eqsdk.cli import main
-from train.checkpoint import read_checkpoint
 from tests.test_videos import sprite_clip, write_video
 
 pytest.importorskip("av")
@@ -80,16 +79,9 @@ def test_size_128_trains_exports_and_renders_with_the_same_four_graphs(footage, 
     assert {p.stem for p in bundle.glob("*.onnx")} == {"f_c", "f_b", "t_z", "g", "warp"}
 
 
-def test_a_far_background_trains_and_is_recorded(footage, tmp_path):
-    run = tmp_path / "run"
-    assert main(["train", str(footage), "--out", str(run), "--steps", "2", "--background", "far", *TINY]) == 0
-    assert read_checkpoint(run / "last.pt")["train_config"]["background"] == "far"
-
-
 @pytest.mark.parametrize("args, message", [
     (["--steps", "1", "--crop", "1,2,3"], "expected x,y,w,h"),
     (["--steps", "1", "--size", "48"], "'48' is not one of"),
-    (["--steps", "1", "--background", "x2"], "'x2' is not one of"),
     ([], "no budget"),
     (["--steps", "1", "--out-of-place"], "No such option"),
 ])

@@ -117,16 +117,6 @@ def test_loss_falls_on_a_tiny_overfit(model):
     assert losses[-1] < 0.2 * losses[0]
 
 
-def test_the_background_is_encoded_from_x1_unless_another_frame_is_given(model):
-    x1, x2, x3 = torch.rand(3, 2, 3, 64, 64).unbind()
-    with torch.no_grad():
-        default, same, other = model.losses(x1, x2), model.losses(x1, x2, x_b=x1), model.losses(x1, x2, x_b=x3)
-    for k in ("scene", "equiv", "inv", "render"):
-        torch.testing.assert_close(same[k], default[k], atol=0, rtol=0)
-    assert not torch.equal(other["render"], default["render"]) and other["inv"] != default["inv"]
-    torch.testing.assert_close(other["equiv"], default["equiv"], atol=0, rtol=0)  # f_c's terms: no x_b
-
-
 def test_growing_the_decoder_keeps_the_render(model):
     for p in model.g.parameters():  # a trained-looking decoder, not the zero-ish start
         torch.nn.init.normal_(p, std=0.2)

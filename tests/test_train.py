@@ -74,14 +74,6 @@ def test_a_missing_data_set_is_a_clear_error(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
-def test_a_far_background_needs_video_data(tmp_path, capsys):
-    with pytest.raises(SystemExit) as e:
-        main(["--out", str(tmp_path / "run"), "--steps", "1", *TINY_RUN, "--background", "far"])
-    err = capsys.readouterr().err
-    assert e.value.code == 2 and "--background far draws a frame of the same video" in err
-    assert not (tmp_path / "run").exists()
-
-
 RAN = []
 
 

@@ -179,25 +179,6 @@ def test_pair_frames_are_distinct_and_within_the_gap(tmp_path):
     assert pairs.max_gap == 3 and VideoPairs([(data.frames[0], 0, 40)]).max_gap == DEFAULT_MAX_GAP
 
 
-def test_background_frames_are_of_the_same_video_and_far_from_x1(tmp_path):
-    clips = tmp_path / "clips"
-    clips.mkdir()
-    write_frames(clips / "a", counting_clip(40))
-    write_frames(clips / "b", counting_clip(5) + 200)  # too short for a far frame: any other one
-    data = VideoData.build(clips, size=16, cache_dir=tmp_path / "cache")
-    pairs = VideoPairs([(f, 0, len(f)) for f in data.frames], max_gap=3)
-    x1, x2, x_b = pairs.sample_with_background(3000, np.random.default_rng(0), augment=True)
-    i, j, k = (np.rint(x[:, 0, 0, 0].numpy() * 255) for x in (x1, x2, x_b))
-    long = i < 200
-    assert ((k < 200) == long).all() and ((j < 200) == long).all()  # one video per sample
-    i, j, k = (np.where(long, v / 4, (v - 200) / 4) for v in (i, j, k))
-    assert (np.abs(k - i)[long] > 3).all() and set(k[long]) == set(range(40))
-    assert (k != i)[~long].all() and set(k[~long]) == set(range(5))
-    # the pair itself is drawn as sample_pairs draws it, from the same stream
-    y1, y2, _ = pairs.sample_pairs(3000, np.random.default_rng(0), augment=True)
-    assert torch.equal(x1, y1) and torch.equal(x2, y2)
-
-
 def test_one_video_is_split_in_time(tmp_path):
     write_frames(tmp_path / "only", counting_clip(40))
     data = VideoData.build(tmp_path, size=16, cache_dir=tmp_path / "cache")

@@ -71,8 +71,8 @@ class Losses(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x1, x2, keep_char=None, x_b=None):
-        return self.model.losses(x1, x2, keep_char, x_b)
+    def forward(self, x1, x2, keep_char=None):
+        return self.model.losses(x1, x2, keep_char)
 
 
 def wrap(model: nn.Module, ranks: Ranks) -> nn.Module:

@@ -50,12 +50,11 @@ class FootageRun:
     crop: tuple[int, int, int, int] | None = None
     seed: int = 0
     sample_every: float = 300.0
-    background: str = "x1"  # TrainConfig.background
 
     def configs(self) -> tuple[ModelConfig, TrainConfig]:
         return (ModelConfig(image_size=self.size, decoder_extra=2),
                 TrainConfig(dataset=VIDEOS + str(self.folder.resolve()), seed=self.seed, batch=self.batch,
-                            video_crop=self.crop, max_gap=self.max_gap, background=self.background))
+                            video_crop=self.crop, max_gap=self.max_gap))
 
 
 def check(run: FootageRun) -> VideoData:

@@ -282,8 +282,7 @@ class SceneModel(nn.Module):
             z_moved = self.t_z.move(theta, self.t_z.centre(z_t1), z_c)
         return self.g(z_moved, self.f_b(x_b))
 
-    def losses(self, x1, x2, keep_char: torch.Tensor | None = None,
-               x_b: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def losses(self, x1, x2, keep_char: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """The three terms of eq. 4 on training pairs x1, x2 (B, 3, S, S), plus theta and the render
         for monitoring.
 
@@ -291,15 +290,9 @@ class SceneModel(nn.Module):
         in training): those must come from f_b alone, so the static background settles in f_b and
         f_c is left the moving character. Without it f_c learns the whole scene, warping f_c
         would move the background too, and T^Z stays at the identity.
-
-        x_b: the frame the background is encoded from, x1 when None (the paper's h(x1, x1, x2, x1)).
-        Another frame of the same still-camera video, where the character stands elsewhere, gives
-        f_b a character in the wrong place: the render of x2 is better without it, so f_b learns
-        to leave the character out and f_c with T^Z must bring it. L_inv then compares f_b(x_b)
-        with f_b(x2).
         """
         z1, z2 = self.f_c(torch.cat([x1, x2])).chunk(2)  # (B, C, F, F) each
-        b1, b2 = self.f_b(torch.cat([x1 if x_b is None else x_b, x2])).chunk(2)
+        b1, b2 = self.f_b(torch.cat([x1, x2])).chunk(2)
         theta = self.t_z.theta(z1, z2)  # (B, 2, 3)
         with torch.autocast(x1.device.type, enabled=False):  # warp in fp32 even under autocast
             z1_moved = self.t_z.apply(theta.float(), z1.float())

@@ -40,9 +40,6 @@ from train.moving_mnist import affine_inverse
 from train.videos import DEFAULT_MAX_GAP, parse_crop
 
 
-BACKGROUNDS = ("x1", "far")  # TrainConfig.background
-
-
 @dataclass(frozen=True)
 class TrainConfig:
     dataset: str = "mnist"  # one of datasets.DATASETS, or videos:DIR (the footage in folder DIR)
@@ -63,9 +60,6 @@ class TrainConfig:
     near_until: int = 100_000  # samples during which pairs are adjacent frames only
     video_crop: tuple[int, int, int, int] | None = None  # videos: x, y, w, h in source pixels (None: centre square)
     max_gap: int = DEFAULT_MAX_GAP  # videos: kept frames between a pair's two, at most
-    # The frame f_b encodes in training: "x1", as the paper; or, for videos, "far": another frame
-    # of x1's video, more than max_gap frames from it (SceneModel.losses' x_b).
-    background: str = "x1"
     # The batch is drawn and its loss taken in this many equal shards whose gradients are averaged:
     # one per rank under torchrun (its world size when left at 1), several per process to
     # accumulate gradients; the same shards give the same steps however many processes share them.
@@ -137,14 +131,6 @@ def check_shards(tcfg: TrainConfig, ranks: distributed.Ranks) -> TrainConfig:
         raise InputError(f"--shards {tcfg.shards} with --batch {tcfg.batch} on {ranks.world} processes: expected "
                          "shards a multiple of the processes and the batch a multiple of the shards")
     return tcfg
-
-
-def check_background(tcfg: TrainConfig) -> None:
-    if tcfg.background not in BACKGROUNDS:
-        raise InputError(f"--background {tcfg.background!r}: expected one of {', '.join(BACKGROUNDS)}")
-    if tcfg.background == "far" and not tcfg.dataset.startswith(VIDEOS):
-        raise InputError(f"--background far draws a frame of the same video: expected a {VIDEOS}DIR "
-                         f"dataset, got {tcfg.dataset!r}")
 
 
 def grid_image(rows: list[torch.Tensor], path: Path, n: int = 8) -> None:
@@ -227,11 +213,11 @@ def train_step(losses_of, opt, tcfg: TrainConfig, shards: list[tuple], scheduled
         group["lr"] = scheduled["lr"]
     opt.zero_grad(set_to_none=True)
     parts = []
-    for n, (x1, x2, keep, x_b) in enumerate(shards):
+    for n, (x1, x2, keep) in enumerate(shards):
         last = n == len(shards) - 1
         sync = contextlib.nullcontext() if last or not hasattr(losses_of, "no_sync") else losses_of.no_sync()
         with sync:
-            losses = losses_of(x1, x2, keep, x_b)
+            losses = losses_of(x1, x2, keep)
             total = losses["scene"] + scheduled["a_equiv"] * losses["equiv"] + tcfg.alpha_inv * losses["inv"]  # eq. 4
             (total / len(shards)).backward()
         parts.append(losses)
@@ -260,7 +246,6 @@ def run(out: Path, cfg: ModelConfig, tcfg: TrainConfig, budget: Budget, init_fro
     device = distributed.device(ranks)
     cfg, tcfg, model, opt, state, meta = start(out, cfg, tcfg, init_from, record, device)
     tcfg = check_shards(tcfg, ranks)
-    check_background(tcfg)
     losses_of = distributed.wrap(model, ranks)
     mine = range(ranks.rank * tcfg.shards // ranks.world, (ranks.rank + 1) * tcfg.shards // ranks.world)
     per_shard = tcfg.batch // tcfg.shards
@@ -298,14 +283,10 @@ def run(out: Path, cfg: ModelConfig, tcfg: TrainConfig, budget: Budget, init_fro
         shards, motions = [], []
         for shard in mine:
             rng = shard_rng(tcfg, state["step"], shard)  # resumable stream
-            if tcfg.background == "far":
-                (x1, x2, x_b), tx = train_set.sample_with_background(per_shard, rng, max_gap=max_gap, augment=True), None
-            else:
-                (x1, x2, tx), x_b = train_set.sample_pairs(per_shard, rng, max_gap=max_gap, augment=True,
-                                                           recolour=tcfg.recolour), None
+            x1, x2, tx = train_set.sample_pairs(per_shard, rng, max_gap=max_gap, augment=True, recolour=tcfg.recolour)
             keep = keep_character(tcfg, rng, per_shard, scheduled["char_dropout"], device)
-            shards.append(tuple(x if x is None else x.to(device, memory_format=torch.channels_last)
-                                if x.ndim == 4 else x.to(device) for x in (x1, x2, keep, x_b)))
+            shards.append(tuple(x.to(device, memory_format=torch.channels_last) if x.ndim == 4 else x.to(device)
+                                for x in (x1, x2, keep)))
             motions.append(tx)
         t_data = time.perf_counter() - t0
         losses = train_step(losses_of, opt, tcfg, shards, scheduled)

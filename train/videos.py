@@ -454,46 +454,21 @@ class VideoPairs:
         j += j >= i
         return seg, i, j
 
-    def far_frames(self, seg: np.ndarray, i: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """(B,) a frame of each segment more than max_gap frames from frame i, uniformly, where the
-        segment has one; else any frame of it other than i."""
-        n = self.lengths[seg]
-        lo, hi = np.maximum(0, i - self.max_gap), np.minimum(n - 1, i + self.max_gap)
-        outside = n - (hi - lo + 1)
-        far = np.where(outside > 0, 0, 1)  # 1: no frame is far enough, draw among all but i
-        k = np.where(far, rng.integers(0, np.maximum(n - 1, 1)), rng.integers(0, np.maximum(outside, 1)))
-        return np.where(far, k + (k >= i), k + (k >= lo) * (hi - lo + 1))
-
-    def _gather(self, seg: np.ndarray, frames_of: Sequence[np.ndarray], rng: np.random.Generator,
-                augment: bool) -> torch.Tensor:
-        """(F, B, 3, S, S) float frames in [0, 1]: for each index array of frames_of, those frames of
-        the segments seg; flipped left-right together per sample when augmenting."""
-        s, count = self.size, len(seg)
-        x = np.empty((len(frames_of), count, 3, s, s), np.uint8)
-        for k in np.unique(seg):  # one gather per video from its mmap
-            rows = np.flatnonzero(seg == k)
-            frames, a, _ = self.segments[k]
-            for f, index in enumerate(frames_of):
-                x[f, rows] = frames[a + index[rows]]
-        if augment:
-            flip = rng.random(count) < 0.5
-            x[:, flip] = x[:, flip, ..., ::-1]
-        return torch.from_numpy(np.multiply(x, np.float32(1 / 255), dtype=np.float32))
-
     def sample_pairs(self, count: int, rng: np.random.Generator, max_gap: int | None = None,
                      augment: bool = False, recolour: float = 0.0) -> FramePairs:
         seg, i, j = self.sample_indices(count, rng, max_gap)
-        x1, x2 = self._gather(seg, (i, j), rng, augment)
-        return FramePairs(x1, x2, None)
-
-    def sample_with_background(self, count: int, rng: np.random.Generator, max_gap: int | None = None,
-                               augment: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(x1, x2, x_b): a pair as sample_pairs draws it and a third frame of the same video to
-        encode the background from, more than max_gap frames from x1 where the video has one
-        (SceneModel.losses' x_b)."""
-        seg, i, j = self.sample_indices(count, rng, max_gap)
-        x1, x2, x_b = self._gather(seg, (i, j, self.far_frames(seg, i, rng)), rng, augment)
-        return x1, x2, x_b
+        s = self.size
+        x = np.empty((2, count, 3, s, s), np.uint8)
+        for k in np.unique(seg):  # one gather per video from its mmap
+            rows = np.flatnonzero(seg == k)
+            frames, a, _ = self.segments[k]
+            x[0, rows] = frames[a + i[rows]]
+            x[1, rows] = frames[a + j[rows]]
+        if augment:
+            flip = rng.random(count) < 0.5
+            x[:, flip] = x[:, flip, ..., ::-1]
+        t = torch.from_numpy(np.multiply(x, np.float32(1 / 255), dtype=np.float32))  # (2, B, 3, S, S)
+        return FramePairs(t[0], t[1], None)
 
 
 @lru_cache(maxsize=4)
