@@ -110,7 +110,7 @@ class OpenVinoBackend(Backend):
         self._check_precision(precision)
         self._core, self._split_config = core, {**config, "PERFORMANCE_HINT": "THROUGHPUT"}
         del self._split_config["NUM_STREAMS"]
-        self._split = {}  # path -> (its model compiled for streams, their number), on first use
+        self._split = {}  # path -> (its model compiled for streams, their number, its output port)
         self._split_lock = threading.Lock()
         mixed = manifest.precision  # a quantised bundle: {"int8": [graphs], ...}
         self.precision = precision if isinstance(mixed, str) else \
