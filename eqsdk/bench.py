@@ -6,6 +6,8 @@ Paths that matter to an app:
   motion      a new motion on a cached character and background: f_c on two frames, T^Z, g
   drive       a new driving frame against a cached reference frame (animate, live puppeteering):
               f_c on one frame, T^Z, g
+  drive_reader  the same with the bundle's motion reader, where it has one (Renderer reader=True):
+              the reader on the reference and the new frame, the warp, g
   background  a new background under a cached character and motion: f_b, warp, g
 and each graph alone. Session creation and the first call are reported separately.
 """
@@ -106,7 +108,7 @@ def time_calls(fn, runs: int, warmup: int, budget_s: float | None = None, min_ru
 
 def paths(renderer, batch: int, seed: int = 0) -> dict:
     """The calls to time at one batch size: each path and each graph, inputs prepared."""
-    from eqsdk.renderer import Encoding
+    from eqsdk.renderer import Encoding, Renderer
 
     b, s, cfg = renderer.backend, renderer.image_size, renderer.manifest.config
     rng = np.random.default_rng(seed)
@@ -119,11 +121,16 @@ def paths(renderer, batch: int, seed: int = 0) -> dict:
         "full": lambda: renderer.render_arrays(x_c, x_t1, x_t2, x_b),
         "motion": lambda: renderer.drive(character, background, x_t1, x_t2),
         "drive": lambda: renderer.drive(character, background, reference, x_t2),
+        "drive_reader": lambda: reader.drive(character, background, x_t1[:1], x_t2),
         "background": lambda: renderer.compose_arrays(
             character, motion, Encoding("background", b.run("f_b", x=b.upload(x_b))["z"], batch, False),
             batch),
     }
-    for graph in GRAPHS:
+    if "reader" in renderer.manifest.graphs:
+        reader = Renderer(b, renderer.manifest, reader=True)
+    else:
+        del calls["drive_reader"]
+    for graph in renderer.manifest.graphs:
         sizes = 3 * batch if graph == "f_c" else batch  # f_c runs on all three images at once
         inputs = {k: b.upload(v) for k, v in random_inputs(graph, cfg, sizes, seed).items()}
         calls[f"graph:{graph}"] = lambda graph=graph, inputs=inputs: b.download(
@@ -190,7 +197,8 @@ def bench(model: str, backend: str = "cpu", batches=(1, 8, 32), runs: int = 200,
                           check_motion=check_motion)
     load_s = time.perf_counter() - t0
     first_s = renderer.warmup()
-    results, total = {}, len(batches) * (4 + len(GRAPHS)) + 1
+    per_batch = 4 + ("reader" in renderer.manifest.graphs) + len(renderer.manifest.graphs)
+    results, total = {}, len(batches) * per_batch + 1
     done = 0
     for batch in batches:
         row = {}
@@ -211,7 +219,7 @@ def bench(model: str, backend: str = "cpu", batches=(1, 8, 32), runs: int = 200,
             "session_creation_s": load_s, "first_call_s": first_s, "budget_s": budget_s,
             "overhead_batch1": sdk, "batches": results,
             "shapes": {g: {k: list(resolve(v, renderer.manifest.config)) for k, v in spec.inputs.items()}
-                       for g, spec in GRAPHS.items()},
+                       for g, spec in GRAPHS.items() if g in renderer.manifest.graphs},
             "environment": environment(renderer)}
 
 

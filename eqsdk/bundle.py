@@ -34,7 +34,7 @@ def bundle_dir(model: str | Path) -> Path:
 
 
 def load(model: str | Path = DEFAULT_MODEL, backend: str = "cpu", threads: int | None = None,
-         precision: str = "auto", check_motion: bool = False):
+         precision: str = "auto", check_motion: bool = False, reader: bool = False):
     """Load a model bundle for rendering.
 
     model: a bundled model's name (see eqsdk.MODELS) or a bundle directory.
@@ -47,6 +47,9 @@ def load(model: str | Path = DEFAULT_MODEL, backend: str = "cpu", threads: int |
         on every backend), "fp16" on TensorRT, or "bf16" on OpenVINO.
     check_motion: check T^Z's reading of each motion by rendering turns of it (eqsdk.motion_check):
         truer far turns, about 5x the render time. Off by default.
+    reader: read the motion of drive's and animate's driving frames with the bundle's motion
+        reader (reader.onnx, a small network distilled from f_c and T^Z) instead of f_c and T^Z:
+        faster per frame, at the quality cost its model card states. Off by default.
     """
     import time
 
@@ -57,4 +60,5 @@ def load(model: str | Path = DEFAULT_MODEL, backend: str = "cpu", threads: int |
     directory = bundle_dir(model)
     manifest = read_manifest(directory)
     runtime = create(backend, directory, manifest, threads, precision)
-    return Renderer(runtime, manifest, load_seconds=time.perf_counter() - t0, check_motion=check_motion)
+    return Renderer(runtime, manifest, load_seconds=time.perf_counter() - t0, check_motion=check_motion,
+                    reader=reader)

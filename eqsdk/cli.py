@@ -261,9 +261,12 @@ def verify(model) -> None:
 @precision_option
 @click.option("--scale", default=1, type=click.IntRange(1, 32), help="upscale the output N times for viewing")
 @check_motion_option
+@click.option("--reader", is_flag=True,
+              help="read each driving frame's motion with the model's motion reader instead of f_c "
+                   "and T^Z: faster, at the quality cost its model card states")
 @click.option("--force", is_flag=True, help="overwrite the output if it exists")
 def animate(char, bg, drive, motion, output, fps, side_by_side, model, backend, precision, scale,
-            check_motion, force) -> None:
+            check_motion, reader, force) -> None:
     """Animate the character of CHAR on the background of BG (or its own): frame k moves it as
     the driving character moved from the clip's first frame to frame k.
 
@@ -287,9 +290,13 @@ def animate(char, bg, drive, motion, output, fps, side_by_side, model, backend, 
     if motion and side_by_side:
         raise click.UsageError("--side-by-side shows the driving frames, which a --motion file does "
                                "not hold; expected --drive CLIP for it")
-    if motion and check_motion:
-        raise click.UsageError("--check-motion checks motions as the clip is read: give it to "
-                               "encode-motion; a --motion file is replayed as saved")
+    if motion and (check_motion or reader):
+        flag = "--check-motion checks" if check_motion else "--reader reads"
+        raise click.UsageError(f"{flag} motions as the clip is read; a --motion file is replayed "
+                               "as saved: expected --drive CLIP for it")
+    if check_motion and reader:
+        raise click.UsageError("--check-motion checks T^Z's motion, which --reader replaces; "
+                               "expected one of them")
     bg = bg or char
     output = output or f"{Path(char).stem}-{Path(drive or motion).stem}.gif"
     kind = video.check_clip_output(Path(output), overwrite=force)  # before any work
@@ -300,7 +307,8 @@ def animate(char, bg, drive, motion, output, fps, side_by_side, model, backend, 
     else:
         clip = motion = eqsdk.load_motion(motion)  # checked now; len(): its frames
         clip_fps = motion.fps
-    renderer = eqsdk.load(model, backend=backend, precision=precision, check_motion=check_motion)
+    renderer = eqsdk.load(model, backend=backend, precision=precision, check_motion=check_motion,
+                          reader=reader)
     size = renderer.image_size
     w, h = (2 * size if side_by_side else size), size
     check_scale(scale, (w, h))

@@ -19,6 +19,7 @@ class GraphSpec:
     inputs: dict[str, tuple]
     outputs: dict[str, tuple]
     doc: str
+    optional: bool = False  # a bundle may leave it out
 
     @property
     def file(self) -> str:
@@ -40,8 +41,14 @@ GRAPHS = {
         # once (theta) moves any character without re-running T^Z.
         GraphSpec("warp", {"theta": THETA, "origin": POINT, "z_c": FEATURES}, {"z_moved": FEATURES},
                   "T^Z's transform-apply alone: theta (relative to origin) o z_c, with GridSample"),
+        # Not one of the paper's networks either: a small network trained to give T^Z's theta and
+        # origin from the frames themselves (train/distill.py), so driving frames skip f_c and T^Z.
+        GraphSpec("reader", {"x_t1": IMAGE, "x_t2": IMAGE}, {"theta": THETA, "origin": POINT},
+                  "motion reader: T^Z(f_c(x_t1), f_c(x_t2))'s theta and origin, read from the frames "
+                  "by a network distilled from f_c and T^Z", optional=True),
     )
 }
+REQUIRED = tuple(name for name, spec in GRAPHS.items() if not spec.optional)
 
 
 def resolve(shape: tuple, config: dict, batch: int | str = "B") -> tuple:
@@ -57,6 +64,11 @@ class PathSpec:
     name: str
     inputs: dict[str, tuple]
     doc: str
+    graphs: tuple[str, ...]  # the graphs it runs
+
+    def runs_on(self, graphs) -> bool:
+        """Whether a bundle with these graphs has every graph this path runs."""
+        return set(self.graphs) <= set(graphs)
 
 
 # The paths a backend may run in one call (Backend.paths). Both output "image" (IMAGE) and are
@@ -66,9 +78,14 @@ PATHS = {
     spec.name: spec
     for spec in (
         PathSpec("render", {"x_c": IMAGE, "x_t1": IMAGE, "x_t2": IMAGE, "x_b": IMAGE},
-                 "g(T^Z(z_t1, z_t2) o z_c + f_b(x_b)), f_c once on x_c, x_t1, x_t2 concatenated"),
+                 "g(T^Z(z_t1, z_t2) o z_c + f_b(x_b)), f_c once on x_c, x_t1, x_t2 concatenated",
+                 ("f_c", "f_b", "t_z", "g")),
         PathSpec("drive", {"z_c": FEATURES, "z_b": FEATURES, "z_t1": FEATURES, "x_t2": IMAGE},
                  "a new driving frame on a cached character, background and reference frame: "
-                 "g(T^Z(z_t1, f_c(x_t2)) o z_c + z_b)"),
+                 "g(T^Z(z_t1, f_c(x_t2)) o z_c + z_b)", ("f_c", "t_z", "g")),
+        PathSpec("drive_reader", {"z_c": FEATURES, "z_b": FEATURES, "x_t1": IMAGE, "x_t2": IMAGE},
+                 "a driving frame on a cached character and background, its motion from the "
+                 "reference frame x_t1 read by the reader: g(warp(reader(x_t1, x_t2), z_c) + z_b)",
+                 ("reader", "warp", "g")),
     )
 }

@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 from types import MappingProxyType
 
 from eqsdk.errors import BundleError
-from eqsdk.graphs import GRAPHS, resolve
+from eqsdk.graphs import GRAPHS, REQUIRED, resolve
 
 MANIFEST = "manifest.json"
 SCHEMA_VERSION = 3  # 3: golden render, recipe; T^Z's motion check is a runtime option only
@@ -71,7 +71,8 @@ class Manifest:
     name: str
     opset: int
     config: Mapping[str, object]  # the model's architecture: image_size, channels, ...
-    graphs: Mapping[str, GraphEntry]  # every name of eqsdk.graphs.GRAPHS, in that order
+    graphs: Mapping[str, GraphEntry]  # names of eqsdk.graphs.GRAPHS, in that order: the required
+    # ones and the optional ones the bundle has
     golden: Golden | None  # None for derived bundles (e.g. quantised) that record none
     training: Training | None
     evaluation: Mapping  # the evaluator's record, as written by train.evaluate*
@@ -291,12 +292,12 @@ def parse_manifest(path: Path, data) -> Manifest:
             raise cfg.error(f"{json_type(value)}; expected a number, string or boolean", key)
     config = MappingProxyType(dict(cfg.obj))
     graphs_f = top.sub("graphs")
-    missing = [g for g in GRAPHS if g not in graphs_f.obj]
+    missing = [g for g in REQUIRED if g not in graphs_f.obj]
     if missing:
         raise graphs_f.error("missing", missing[0])
     graphs_f.only(*GRAPHS)
     directory = path.parent
-    graphs = {g: parse_graph(directory, g, graphs_f.sub(g), config) for g in GRAPHS}
+    graphs = {g: parse_graph(directory, g, graphs_f.sub(g), config) for g in GRAPHS if g in graphs_f.obj}
     parity = top.get("parity_max_abs_diff", dict, optional=True, default={})
     for key, value in parity.items():
         if not is_kind(value, float):
@@ -321,7 +322,7 @@ def read_manifest(directory: Path) -> Manifest:
     path = directory / MANIFEST
     if not path.exists():
         raise BundleError(f"{path}: missing; a bundle directory holds {MANIFEST} and "
-                          f"{', '.join(s.file for s in GRAPHS.values())}")
+                          f"{', '.join(GRAPHS[g].file for g in REQUIRED)}")
     if not path.is_file():
         raise BundleError(f"{path}: not a file; expected the bundle's JSON manifest")
     try:

@@ -7,7 +7,9 @@ transform-apply and g. Any number of items runs in batches of BATCH, so memory s
 about the moved character's own centre, as it acted about the driving character's. With
 check_motion=True, T^Z's reading of a motion is checked by the renderer first (eqsdk.motion_check).
 A driving clip's motions can be saved (encode_motion_clip, eqsdk.motion_file) and replayed by
-animate without the clip, running the warp and g alone.
+animate without the clip, running the warp and g alone. With reader=True (a bundle with a motion
+reader), drive and animate read each driving frame's motion with the reader instead of f_c and
+T^Z: the reader, the warp and g run per frame.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from itertools import chain, islice
 import numpy as np
 
 from eqsdk import motion_check, motion_file
-from eqsdk.errors import InputError
+from eqsdk.errors import BundleError, InputError
 from eqsdk.images import ImageLike, ResizeWarning, to_array, to_uint8
 from eqsdk.manifest import Manifest
 from eqsdk.motion_file import Motion
@@ -50,7 +52,8 @@ def is_one_image(x) -> bool:
 class Renderer:
     """Renders scenes with a model bundle on a backend (see eqsdk.load)."""
 
-    def __init__(self, backend, manifest: Manifest, load_seconds: float = 0.0, check_motion: bool = False):
+    def __init__(self, backend, manifest: Manifest, load_seconds: float = 0.0, check_motion: bool = False,
+                 reader: bool = False):
         self.backend = backend
         self.manifest = manifest
         self.name = manifest.name
@@ -58,11 +61,19 @@ class Renderer:
         self.load_seconds = load_seconds  # session creation (and engine loading) at eqsdk.load
         # Off by default: the four-graph render. The check is an explicit, slower option.
         self.check_motion = bool(check_motion)
+        self.reader = bool(reader)
+        if self.reader and "reader" not in manifest.graphs:
+            raise BundleError(f"model {manifest.name!r} has no motion reader (reader.onnx); expected "
+                              "a bundle with one, or reader=False")
+        if self.reader and self.check_motion:
+            raise InputError("reader=True and check_motion=True: the check reads the motion with "
+                             "f_c and T^Z, which the reader replaces; expected one of them")
 
     def __repr__(self) -> str:
         s = self.image_size
         check = ", check_motion=True" if self.check_motion else ""
-        return f"Renderer({self.name!r}, {s}x{s}, backend={self.backend.name!r}{check})"
+        reader = ", reader=True" if self.reader else ""
+        return f"Renderer({self.name!r}, {s}x{s}, backend={self.backend.name!r}{check}{reader})"
 
     # Images in.
     def _images(self, images: ImageLike | Sequence[ImageLike], name: str) -> np.ndarray:
@@ -233,8 +244,11 @@ class Renderer:
         """A new motion on a cached character and background: frames float32 (B, 3, S, S) ->
         images (B, 3, S, S). Runs f_c on the frames, T^Z (theta and its apply) and g. `start`
         may be encoded already (encode_character of the reference frame: f_c is the same
-        network), as when one reference frame drives a whole clip: then f_c runs on `end` only."""
+        network), as when one reference frame drives a whole clip: then f_c runs on `end` only.
+        With the reader, `start` is frames (1 or B) and the reader, the warp and g run."""
         b, n = self.backend, len(end)
+        if self.reader and not isinstance(start, Encoding):
+            return self._drive_read(character, background, np.repeat(start, n // len(start), axis=0), end)
         if isinstance(start, Encoding):
             z_t1 = b.repeat(start.data, n // start.count)
             if "drive" in b.paths and not self.check_motion:  # the chain below, in one call
@@ -246,6 +260,19 @@ class Renderer:
             z_t1, z_t2 = b.split(b.run("f_c", x=b.upload(np.concatenate([start, end])))["z"], 2)
         z_moved = self._moved(b.repeat(character.data, n // character.count), z_t1, z_t2, end)
         return b.download(b.run("g", z_char=z_moved, z_bg=b.repeat(background.data, n // background.count))["image"])
+
+    def _drive_read(self, character: Encoding, background: Encoding, start: np.ndarray,
+                    end: np.ndarray) -> np.ndarray:
+        """drive with the motion reader: the reader's theta and origin from `start` to `end`,
+        then the warp and g."""
+        b, n = self.backend, len(end)
+        z_c, z_b = b.repeat(character.data, n // character.count), b.repeat(background.data, n // background.count)
+        x_t1, x_t2 = b.upload(start), b.upload(end)
+        if "drive_reader" in b.paths:  # the chain below, in one call
+            return b.download(b.run_path("drive_reader", z_c=z_c, z_b=z_b, x_t1=x_t1, x_t2=x_t2))
+        motion = b.run("reader", x_t1=x_t1, x_t2=x_t2)
+        z_moved = b.run("warp", theta=motion["theta"], origin=motion["origin"], z_c=z_c)["z_moved"]
+        return b.download(b.run("g", z_char=z_moved, z_bg=z_b)["image"])
 
     # A whole sequence.
     def animate(self, char: ImageLike, bg: ImageLike, drive: Iterable[ImageLike] | Motion,
@@ -269,13 +296,14 @@ class Renderer:
             check_batch(batch)
             character, background = self.encode_character(char), self.encode_background(bg)
             return self._replayed(character, background, motion, batch, progress)
-        reference, frames, total = self._reference(drive, batch)
+        reference, frames, total = self._reference(drive, batch, encoded=not self.reader)
         character, background = self.encode_character(char), self.encode_background(bg)
         return self._frames(character, background, reference, frames, batch, total, progress)
 
-    def _reference(self, drive: Iterable[ImageLike], batch: int) -> tuple[Encoding, Iterator, int | None]:
-        """A driving clip's first frame encoded (f_c), its frames from the first, and their count
-        (None when `drive` has no len())."""
+    def _reference(self, drive: Iterable[ImageLike], batch: int, encoded: bool = True
+                   ) -> tuple[Encoding | np.ndarray, Iterator, int | None]:
+        """A driving clip's first frame encoded (f_c), or as it is (1, 3, S, S) where not
+        `encoded`, its frames from the first, and their count (None when `drive` has no len())."""
         check_batch(batch)
         total = 1 if is_one_image(drive) else (len(drive) if hasattr(drive, "__len__") else None)
         frames = iter([drive] if is_one_image(drive) else drive)
@@ -283,6 +311,8 @@ class Renderer:
         if first is None:
             raise InputError("drive: got no frames; expected a sequence of at least one image")
         x0 = self._images(first, "drive[0]")  # says so if the clip gets resized ...
+        if not encoded:
+            return x0, chain([first], frames), total
         reference = Encoding("character", self.backend.run("f_c", x=self.backend.upload(x0))["z"], 1, True)
         return reference, chain([first], frames), total
 
@@ -296,7 +326,7 @@ class Renderer:
             yield x
             done += len(part)
 
-    def _frames(self, character: Encoding, background: Encoding, reference: Encoding,
+    def _frames(self, character: Encoding, background: Encoding, reference: Encoding | np.ndarray,
                drive: Iterator[ImageLike], batch: int, total: int | None, progress) -> Iterator[np.ndarray]:
         done = 0
         for x in self._driving(drive, batch):

@@ -1,8 +1,8 @@
 """A bundle as a Triton Inference Server model repository: one ONNX Runtime model per graph, and
 an ensemble, `render`, for the full render h(x_c, x_t1, x_t2, x_b) (§3).
 
-    REPO/f_c/config.pbtxt   REPO/f_c/1/model.onnx     one model per graph of eqsdk.graphs.GRAPHS
-    ...                                               (f_c, f_b, t_z, g, warp), dynamic batching
+    REPO/f_c/config.pbtxt   REPO/f_c/1/model.onnx     one model per graph of the bundle
+    ...                                               (f_c, f_b, t_z, g, warp[, reader]), dynamic batching
     REPO/render/config.pbtxt   REPO/render/1/         the ensemble (Triton wants the empty version)
 
 The ensemble is Renderer.render_arrays with the motion check off (its default): f_c on x_c, x_t1
@@ -24,7 +24,6 @@ from pathlib import Path
 
 from eqsdk.bundle import bundle_dir, read_manifest
 from eqsdk.errors import BundleError, InputError
-from eqsdk.graphs import GRAPHS
 from eqsdk.images import check_place, reason, temp_beside
 from eqsdk.manifest import Manifest
 from eqsdk.renderer import BATCH
@@ -181,7 +180,7 @@ def export_triton(bundle: str | Path, out_dir: str | Path, max_batch_size: int =
     tensors = graph_tensors(directory, manifest)
     tmp = temp_beside(out, directory=True)
     try:
-        for name in GRAPHS:
+        for name in manifest.graphs:
             (tmp / name / "1").mkdir(parents=True)
             shutil.copyfile(directory / manifest.graphs[name].file, tmp / name / "1" / "model.onnx")
             (tmp / name / CONFIG).write_text(model_config(name, *tensors[name], max_batch_size))
@@ -192,7 +191,7 @@ def export_triton(bundle: str | Path, out_dir: str | Path, max_batch_size: int =
         raise InputError(f"output folder {str(out)!r}: cannot write ({e.strerror or reason(e)})") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return Repository(out, (*GRAPHS, ENSEMBLE), max_batch_size)
+    return Repository(out, (*manifest.graphs, ENSEMBLE), max_batch_size)
 
 
 def replace_folder(new: Path, out: Path) -> None:

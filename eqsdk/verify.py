@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from eqsdk.errors import BundleError
-from eqsdk.graphs import GRAPHS, resolve
+from eqsdk.graphs import GRAPHS, IMAGE, resolve
 
 # Max abs difference per graph output: another backend vs ONNX Runtime CPU, and at export ONNX
 # Runtime vs PyTorch (fp32). bf16 keeps 8 bits of mantissa to fp16's 11: on OpenVINO the bundled
@@ -95,7 +95,7 @@ def random_inputs(graph: str, config, batch: int, seed: int, reference=None) -> 
     out = {}
     for name, shape in GRAPHS[graph].inputs.items():
         shape = resolve(shape, config, batch)
-        if name == "x":
+        if GRAPHS[graph].inputs[name] == IMAGE:
             out[name] = rng.random(shape, dtype=np.float32)
         elif name == "origin":
             out[name] = rng.uniform(-0.3, 0.3, shape).astype(np.float32)
@@ -112,12 +112,12 @@ def random_inputs(graph: str, config, batch: int, seed: int, reference=None) -> 
     return out
 
 
-def graph_diffs(reference, candidate, inputs, batches=(1, 4)) -> dict[str, float]:
-    """Max abs difference per graph, over its outputs and the batch sizes, between two ways of
-    running it: reference(graph, x) and candidate(graph, x) -> {output: array}, on the same
-    x = inputs(graph, batch) -> {input: float32 array}."""
+def graph_diffs(reference, candidate, inputs, graphs, batches=(1, 4)) -> dict[str, float]:
+    """Max abs difference per graph of `graphs`, over its outputs and the batch sizes, between two
+    ways of running it: reference(graph, x) and candidate(graph, x) -> {output: array}, on the
+    same x = inputs(graph, batch) -> {input: float32 array}."""
     worst = {}
-    for graph in GRAPHS:
+    for graph in graphs:
         diffs = []
         for b in batches:
             x = inputs(graph, b)
@@ -135,9 +135,11 @@ def backend_runner(backend):
 
 
 def compare(reference, candidate, config, batches=(1, 4), seed: int = 0) -> dict[str, float]:
-    """graph_diffs of a backend against the reference backend on random_inputs."""
+    """graph_diffs of a backend against the reference backend on random_inputs, over the
+    bundle's graphs."""
     return graph_diffs(backend_runner(reference), backend_runner(candidate),
-                       lambda graph, b: random_inputs(graph, config, b, seed, reference), batches)
+                       lambda graph, b: random_inputs(graph, config, b, seed, reference),
+                       reference.manifest.graphs, batches)
 
 
 def describe_checks(renderer, golden: dict[str, float] | None) -> list[str]:

@@ -24,7 +24,7 @@ import torch
 import eqsdk
 from eqsdk import verify
 from eqsdk.errors import EqsdkError, InputError
-from eqsdk.graphs import GRAPHS, resolve
+from eqsdk.graphs import GRAPHS, REQUIRED, resolve
 from eqsdk.manifest import GraphEntry, Golden, Manifest, frozen, read_manifest, training_record
 from eqsdk.verify import (GOLDEN_BATCH, GOLDEN_POOL, GOLDEN_SEED, GOLDEN_TOLERANCE, backend_runner,
                           golden_renders, graph_diffs, random_inputs)
@@ -107,7 +107,7 @@ def check_parity(model: SceneModel, bundle_dir: Path, batches=(1, 5)) -> dict[st
         return {k: t.numpy() for k, t in zip(GRAPHS[graph].outputs, out if isinstance(out, tuple) else (out,))}
 
     worst = graph_diffs(torch_runner, backend_runner(renderer.backend),
-                        lambda graph, b: random_inputs(graph, cfg.to_dict(), b, seed=b), batches)
+                        lambda graph, b: random_inputs(graph, cfg.to_dict(), b, seed=b), modules, batches)
     gen = torch.Generator().manual_seed(1)
     s = cfg.image_size
     x_c, x_t1, x_t2, x_b = torch.rand(4, 3, 3, s, s, generator=gen)
@@ -143,7 +143,7 @@ def export_bundle(checkpoint: Path, out: Path, name: str, evaluation: dict | Non
             graphs={g: GraphEntry(g, spec.file, sha256(tmp / spec.file), spec.doc,
                                   {k: resolve(v, cfg) for k, v in spec.inputs.items()},
                                   {k: resolve(v, cfg) for k, v in spec.outputs.items()})
-                    for g, spec in GRAPHS.items()},
+                    for g, spec in ((g, GRAPHS[g]) for g in REQUIRED)},
             golden=None, training=training_record(training, checkpoint), evaluation=frozen(evaluation or {}),
             parity={}, precision="fp32")
         manifest.write(tmp)

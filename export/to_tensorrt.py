@@ -16,7 +16,6 @@ from pathlib import Path
 from eqsdk.backends.tensorrt import MAX_BATCH, TensorRTBackend
 from eqsdk.bundle import bundle_dir, read_manifest
 from eqsdk.errors import EqsdkError
-from eqsdk.graphs import GRAPHS
 
 
 def main(argv=None) -> None:
@@ -37,7 +36,7 @@ def main(argv=None) -> None:
     except EqsdkError as e:
         raise SystemExit(f"error: {e}") from None
     print(backend.describe())
-    for g in GRAPHS:
+    for g in backend.keys:
         built = backend.built.get(g)
         how = f"built in {built:6.1f} s" if built is not None else "cached (loaded)"
         print(f"{g:5} {backend.keys[g]}  {how}  {backend.engine_path(g)}")

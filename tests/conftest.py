@@ -36,13 +36,31 @@ def tiny_checkpoint(tmp_path_factory):
     return path
 
 
+def tiny_reader(model_cfg: ModelConfig, manifest, path):
+    """A checkpoint of a tiny random motion reader of `manifest`'s bundle whose motion is not the
+    identity."""
+    from train.distill import DistillConfig, reader_checkpoint
+    from train.model import MotionReader, ReaderConfig
+
+    torch.manual_seed(2)
+    reader = MotionReader(model_cfg, ReaderConfig(width=8, keypoints=4, hidden=16))
+    torch.nn.init.normal_(reader.head[-1].weight, std=0.5)
+    state = {"step": 0, "samples": 0, "elapsed": 0.0}
+    torch.save(reader_checkpoint(reader, manifest, DistillConfig(), state, {}), path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_bundle(tiny_checkpoint, tmp_path_factory):
+    """The tiny model's bundle, with a tiny motion reader."""
+    from eqsdk.manifest import read_manifest
+    from export.add_reader import add_reader
     from export.to_onnx import export_bundle
 
     out = tmp_path_factory.mktemp("bundle") / "tiny"
     manifest = export_bundle(tiny_checkpoint, out, "tiny")
-    return out, manifest
+    add_reader(out, tiny_reader(TINY, manifest, out.parent / "reader.pt"))
+    return out, read_manifest(out)
 
 
 @pytest.fixture(scope="session")

@@ -54,7 +54,7 @@ def test_json_is_written_with_progress_and_kept_without_force(tiny_bundle, tmp_p
     args = ["bench", "--model", str(tiny_bundle[0]), "--batch", "1,2", "--runs", "10", "--json", str(out)]
     assert main(args) == 0
     err = capsys.readouterr().err
-    assert "eqsdk bench: cpu [0/19] batch 1, full" in err and "eqsdk bench: cpu [19/19] done" in err
+    assert "eqsdk bench: cpu [0/23] batch 1, full" in err and "eqsdk bench: cpu [23/23] done" in err
     (report,) = json.loads(out.read_text())
     assert set(report["batches"]) == {"1", "2"} and report["budget_s"] == 1.5
     out.write_text("keep me")

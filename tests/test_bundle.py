@@ -46,7 +46,7 @@ MALFORMED = {
                         r"key 'config.image_size': a boolean true; expected an integer"),
     "image_size negative": (lambda m: {**m, "config": {**m["config"], "image_size": -64}},
                             r"key 'config.image_size': -64; expected a positive integer"),
-    "graphs a list": (lambda m: {**m, "graphs": list(m["graphs"])}, r"key 'graphs': a list \[.*\]; expected an object"),
+    "graphs a list": (lambda m: {**m, "graphs": list(m["graphs"])}, r"key 'graphs': a list \[.*; expected an object"),
     "a graph missing": (lambda m: {**m, "graphs": without(m["graphs"], "warp")}, r"key 'graphs.warp': missing"),
     "an extra graph": (lambda m: {**m, "graphs": {**m["graphs"], "h": m["graphs"]["g"]}},
                        r"key 'graphs': unknown key 'h'"),

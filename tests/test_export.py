@@ -22,13 +22,16 @@ def test_parity_recorded_in_manifest_is_within_tolerance(tiny_bundle):
 
 @pytest.mark.parametrize("name", list(GRAPHS))
 def test_graph_matches_pytorch_at_other_batch_sizes(tiny_bundle, tiny_checkpoint, name):
+    from train.evaluate_reader import load_reader
+
     out, _ = tiny_bundle
     model, _ = load_checkpoint(tiny_checkpoint)
+    modules = {**graph_modules(model), "reader": load_reader(out.parent / "reader.pt", model)}
     backend = eqsdk.load(out).backend
     for batch in (1, 7):
         inputs = example_inputs(name, model.cfg, batch, seed=10 + batch)
         with torch.no_grad():
-            ref = graph_modules(model)[name](*inputs.values())
+            ref = modules[name](*inputs.values())
         ref = ref if isinstance(ref, tuple) else (ref,)
         got = backend.run(name, **{k: v.numpy() for k, v in inputs.items()})
         for r, key in zip(ref, GRAPHS[name].outputs):

@@ -18,7 +18,7 @@ from eqsdk.backends.ort_cpu import OrtCpuBackend
 from eqsdk.backends.ort_cuda import OrtCudaBackend
 from eqsdk.backends.tensorrt import engine_key
 from eqsdk.errors import BackendError
-from eqsdk.graphs import GRAPHS
+from eqsdk.graphs import GRAPHS, IMAGE
 
 TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2}
 NO_CUDA = unavailable_reason("cuda")
@@ -35,10 +35,8 @@ def graph_inputs(cpu: OrtCpuBackend, graph: str, batch: int, seed: int) -> dict[
     rng = np.random.default_rng(seed)
     s = cpu.manifest.image_size
     image = lambda: rng.random((batch, 3, s, s), dtype=np.float32)  # noqa: E731
-    if graph in ("f_c", "f_b"):
-        return {"x": image()}
-    inputs = {k: cpu.run("f_c", x=image())["z"] for k in GRAPHS[graph].inputs
-              if k not in ("theta", "origin")}
+    inputs = {k: image() if shape == IMAGE else cpu.run("f_c", x=image())["z"]
+              for k, shape in GRAPHS[graph].inputs.items() if k not in ("theta", "origin")}
     if graph == "warp":
         identity = np.float32([[1, 0, 0], [0, 1, 0]])
         inputs["theta"] = identity + 0.1 * rng.standard_normal((batch, 2, 3), dtype=np.float32)

@@ -65,7 +65,8 @@ def test_render_and_drive_run_as_one_call_and_equal_the_chained_graphs(tiny_bund
     manifest, rng = tiny_bundle[1], np.random.default_rng(5)
     s = manifest.image_size
     x_c, x_t1, x_t2, x_b = (rng.random((3, 3, s, s), dtype=np.float32) for _ in range(4))
-    assert fp32.paths == {"render", "drive"} and "paths in one call: drive, render" in fp32.describe()
+    assert fp32.paths == {"render", "drive", "drive_reader"}
+    assert "paths in one call: drive, drive_reader, render" in fp32.describe()
     calls = []
     fp32.run_path, run_path = (lambda p, **kw: calls.append(p) or run_path(p, **kw)), fp32.run_path
     try:
@@ -76,9 +77,12 @@ def test_render_and_drive_run_as_one_call_and_equal_the_chained_graphs(tiny_bund
                 r.encode_character(list(x_t1.transpose(0, 2, 3, 1)))) for r in (fused, chained)]
         got, want = (r.drive(*e, x_t2) for r, e in zip((fused, chained), enc))
         assert np.abs(got - want).max() <= TOLERANCE["fp32"]
+        fused, chained = eqsdk.Renderer(fp32, manifest, reader=True), eqsdk.Renderer(cpu, manifest, reader=True)
+        got, want = (r.drive(*e[:2], x_t1[:1], x_t2) for r, e in zip((fused, chained), enc))
+        assert np.abs(got - want).max() <= TOLERANCE["fp32"]
     finally:
         del fp32.run_path
-    assert calls == ["render", "drive"]
+    assert calls == ["render", "drive", "drive_reader"]
 
 
 def test_a_batch_split_over_streams_equals_one_call(tiny_bundle):

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 import eqsdk
-from eqsdk.graphs import GRAPHS
 from eqsdk.images import to_array
 from eqsdk.triton import ENSEMBLE, QUEUE_DELAY_US, export_triton, triton_command
 
@@ -54,8 +53,8 @@ def repos(tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("graph", list(GRAPHS))
-@pytest.mark.parametrize("name", list(eqsdk.MODELS))
+@pytest.mark.parametrize("name, graph", [(name, graph) for name in eqsdk.MODELS
+                                         for graph in eqsdk.bundle.read_manifest(eqsdk.bundle.bundle_dir(name)).graphs])
 def test_graph_config_matches_its_onnx_graph(repos, name, graph):
     repo, bundle = repos[name]
     config = read_config(repo / graph)
@@ -169,7 +168,8 @@ def test_an_existing_repository_is_replaced_only_with_force(tmp_path):
     assert read_config(repo / "g").max_batch_size == 8
     export_triton("mnist", repo, max_batch_size=16, force=True)
     assert read_config(repo / "g").max_batch_size == 16
-    assert sorted(p.name for p in repo.iterdir()) == sorted([*GRAPHS, ENSEMBLE])
+    graphs = eqsdk.bundle.read_manifest(eqsdk.bundle.bundle_dir("mnist")).graphs
+    assert sorted(p.name for p in repo.iterdir()) == sorted([*graphs, ENSEMBLE])
     assert sorted(os.listdir(tmp_path)) == ["repo"]  # no temporary folder left beside it
 
 

@@ -350,3 +350,67 @@ def grow_from(model: SceneModel, source: SceneModel) -> None:
         raise ValueError(f"decoders differ beyond extra layers: {len(sources)} vs {len(targets)} layers")
     for t, s in zip(targets, sources):
         t.load_state_dict(s.state_dict())
+
+
+@dataclass(frozen=True)
+class ReaderConfig:
+    width: int = 32  # channels of the reader's convolutions
+    keypoints: int = 16  # spatial-softmax keypoints per frame
+    hidden: int = 256  # width of the head's hidden layer
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    from_dict = classmethod(config_from_dict)
+
+
+class MotionReader(nn.Module):
+    """T^Z's motion read from the frames themselves: (x_t1, x_t2) -> theta (B, 2, 3) and origin
+    (B, 2), a small network trained to reproduce theta = T^Z(f_c(x_t1), f_c(x_t2)) and the centre
+    of f_c(x_t1) that theta is relative to (train/distill.py). Not one of the paper's networks:
+    on a driving frame it stands in for f_c and T^Z at a tenth of their FLOPs. It is built like
+    them, narrower: a per-frame encoder to S/4, then T^Z's shape, the pair's features concatenated
+    along channels and reduced by strided convolutions, beside K spatial-softmax keypoints of each
+    frame."""
+
+    def __init__(self, cfg: ModelConfig, rcfg: ReaderConfig = ReaderConfig()):
+        super().__init__()
+        self.rcfg, w, k, f = rcfg, rcfg.width, rcfg.keypoints, cfg.feature_size
+        self.encode = nn.Sequential(  # to S/4 at once: the input's layer is the costly one
+            nn.Conv2d(3, w, 4, stride=4), nn.ReLU(),
+            nn.Conv2d(w, w, 3, padding=1), nn.ReLU(),
+        )
+        self.features = nn.Sequential(
+            nn.Conv2d(2 * w, w, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(w, w, 4, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(w, w, 4, stride=2, padding=1), nn.ReLU(), nn.Flatten(),
+        )
+        self.keypoints = nn.Conv2d(w, k, 1)
+        self.head = nn.Sequential(nn.Linear(w * (f // 4) ** 2 + 6 * k, rcfg.hidden), nn.LeakyReLU(0.2),
+                                  nn.Linear(rcfg.hidden, 8))
+        nn.init.zeros_(self.head[-1].weight)  # starts at the identity about the centre, as T^Z does
+        with torch.no_grad():
+            self.head[-1].bias.copy_(torch.tensor([1.0, 0, 0, 0, 1, 0, 0, 0]))
+        self.rigid = cfg.tz_rigid
+        self.register_buffer("base", base_grid(f), persistent=False)
+
+    def keypoint_positions(self, h):
+        """(B, W, F, F) -> (B, K, 2): (x, y) in [-1, 1] expected under each map's spatial softmax."""
+        attention = torch.softmax(self.keypoints(h).flatten(2), dim=-1)  # (B, K, F*F)
+        return torch.matmul(attention, self.base.flatten(0, 1)[:, :2])
+
+    def forward(self, x_t1, x_t2):
+        # one encoder call on both frames; unflatten, not chunk(2), which exports with a fixed batch
+        h1, h2 = self.encode(torch.cat([x_t1, x_t2])).unflatten(0, (2, -1))  # (B, W, F, F) each
+        k1, k2 = self.keypoint_positions(torch.cat([h1, h2])).unflatten(0, (2, -1))  # (B, K, 2) each
+        out = self.head(torch.cat([self.features(torch.cat([h1, h2], dim=1)), k1.flatten(1),
+                                   k2.flatten(1), (k2 - k1).flatten(1)], dim=1))
+        theta, origin = out[:, :6].view(-1, 2, 3), out[:, 6:]
+        return (Transform.nearest_rigid(theta) if self.rigid else theta), origin
+
+
+def displacement(theta: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared distance between where two affines send the points of [-1, 1]^2, uniformly
+    spread: ||db||^2 + ||dA||_F^2 / 3, (B, 2, 3) x2 -> (B,)."""
+    d = theta - target
+    return d[:, :, 2].square().sum(1) + d[:, :, :2].square().sum((1, 2)) / 3

@@ -12,8 +12,9 @@ the runtime precision of every layer of its execution graph): a bf16 request on 
 bf16, or one the plugin compiled to f32 layers only, is a BackendError, never a silent f32 run.
 describe() says how many layers run in bf16.
 
-Paths: the full render and the drive path (eqsdk.graphs.PATHS) are also composed from the
-bundle's graphs into one model each when the backend loads (compose_path), so a render is one call
+Paths: the full render, the drive path and, in a bundle with a motion reader, the reader's drive
+path (eqsdk.graphs.PATHS) are also composed from the bundle's graphs into one model each when the
+backend loads (compose_path), so a render is one call
 and its intermediate tensors stay inside OpenVINO; the bundle keeps the separate graphs.
 
 Threads: INFERENCE_NUM_THREADS per compiled model, one stream, latency hint, no pinning unless
@@ -103,10 +104,10 @@ class OpenVinoBackend(Backend):
         config = {"INFERENCE_PRECISION_HINT": PRECISIONS[precision],
                   "INFERENCE_NUM_THREADS": self.threads, "NUM_STREAMS": 1,
                   "PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": self.pinning}
-        self.compiled = {g: self._compile(core, g, config) for g in GRAPHS}
+        self.compiled = {g: self._compile(core, g, config) for g in manifest.graphs}
         self.layers = sum((layer_precisions(c) for c in self.compiled.values()), Counter())
-        self.compiled.update({p: core.compile_model(self.compose_path(core, p), "CPU", config) for p in PATHS})
-        self.paths = frozenset(PATHS)
+        self.paths = frozenset(p for p, spec in PATHS.items() if spec.runs_on(manifest.graphs))
+        self.compiled.update({p: core.compile_model(self.compose_path(core, p), "CPU", config) for p in self.paths})
         self._check_precision(precision)
         self._core, self._split_config = core, {**config, "PERFORMANCE_HINT": "THROUGHPUT"}
         del self._split_config["NUM_STREAMS"]
@@ -117,8 +118,8 @@ class OpenVinoBackend(Backend):
             f"int8 ({', '.join(mixed['int8'])}), {precision} elsewhere"
         # Output ports in the order of GRAPHS' outputs.
         self._outputs = {g: [self._port(self.compiled[g].outputs, g, name) for name in GRAPHS[g].outputs]
-                         for g in GRAPHS}
-        self._outputs.update({p: [self._port(self.compiled[p].outputs, p, "image")] for p in PATHS})
+                         for g in manifest.graphs}
+        self._outputs.update({p: [self._port(self.compiled[p].outputs, p, "image")] for p in self.paths})
         self._local = threading.local()
 
     def _compile(self, core, graph: str, config: dict):
@@ -158,10 +159,15 @@ class OpenVinoBackend(Backend):
             z = graph("f_c", x=ops.concat([x["x_c"], x["x_t1"], x["x_t2"]], 0).output(0))["z"]
             z_c, z_t1, z_t2 = ops.split(z, 0, 3).outputs()
             z_b = graph("f_b", x=x["x_b"])["z"]
-        else:  # drive, as Renderer.drive with a cached reference frame
+        elif path == "drive":  # as Renderer.drive with a cached reference frame
             z_c, z_b, z_t1 = x["z_c"], x["z_b"], x["z_t1"]
             z_t2 = graph("f_c", x=x["x_t2"])["z"]
-        z_moved = graph("t_z", z_t1=z_t1, z_t2=z_t2, z_c=z_c)["z_moved"]
+        if path == "drive_reader":  # as Renderer.drive with the motion reader
+            z_c, z_b = x["z_c"], x["z_b"]
+            motion = graph("reader", x_t1=x["x_t1"], x_t2=x["x_t2"])
+            z_moved = graph("warp", theta=motion["theta"], origin=motion["origin"], z_c=z_c)["z_moved"]
+        else:
+            z_moved = graph("t_z", z_t1=z_t1, z_t2=z_t2, z_c=z_c)["z_moved"]
         image = ops.result(graph("g", z_char=z_moved, z_bg=z_b)["image"])
         image.output(0).set_names({"image"})
         return ov.Model([image], list(params.values()), f"{self.manifest.name}_{path}")

@@ -56,8 +56,8 @@ class OrtCpuBackend(Backend):
         self.precision = mixed if isinstance(mixed, str) else "int8 (" + ", ".join(mixed["int8"]) + ")"
         opts = session_options(self.threads, spinning)
         self.sessions = {g: open_session(self.graph_path(g), g, manifest.config, opts,
-                                         ["CPUExecutionProvider"]) for g in GRAPHS}
-        self._outputs = {g: list(spec.outputs) for g, spec in GRAPHS.items()}
+                                         ["CPUExecutionProvider"]) for g in manifest.graphs}
+        self._outputs = {g: list(GRAPHS[g].outputs) for g in manifest.graphs}
 
     def run(self, graph: str, **inputs: np.ndarray) -> dict[str, np.ndarray]:
         names = self._outputs[graph]

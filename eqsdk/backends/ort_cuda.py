@@ -37,14 +37,14 @@ class OrtCudaBackend(Backend):
         self.provider = providers[0] if isinstance(providers[0], str) else providers[0][0]
         opts = session_options()
         self.sessions = {}
-        for g in GRAPHS:
+        for g in manifest.graphs:
             session = open_session(self.graph_path(g), g, manifest.config, opts, providers)
             if session.get_providers()[0] != self.provider:
                 raise BackendError(f"{self.graph_path(g)}: ONNX Runtime fell back to "
                                    f"{session.get_providers()} instead of {self.provider} (are "
                                    "the CUDA and cuDNN libraries onnxruntime-gpu needs installed?)")
             self.sessions[g] = session
-        self._outputs = {g: list(spec.outputs) for g, spec in GRAPHS.items()}
+        self._outputs = {g: list(GRAPHS[g].outputs) for g in manifest.graphs}
 
     def providers(self) -> list:
         # No TF32: its 10-bit mantissa in convolutions would miss fp32 parity with the CPU (1e-4).

@@ -218,9 +218,9 @@ class TensorRTBackend(Backend):
         self.runtime = trt.Runtime(logger())  # kept: engines must not outlive their runtime
         self.built = {}  # graph -> seconds its engine took to build here; absent when cached
         self.keys = {g: engine_key(manifest.graphs[g].sha256, trt.__version__,
-                                   self.capability, precision, max_batch) for g in GRAPHS}
-        self.engines = {g: self.load_engine(g) for g in GRAPHS}
-        self.outputs = {g: list(spec.outputs) for g, spec in GRAPHS.items()}
+                                   self.capability, precision, max_batch) for g in manifest.graphs}
+        self.engines = {g: self.load_engine(g) for g in manifest.graphs}
+        self.outputs = {g: list(GRAPHS[g].outputs) for g in manifest.graphs}
         self.local = threading.local()  # per thread: stream and execution contexts
 
     # Engines.
