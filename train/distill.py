@@ -1,14 +1,16 @@
 """Train a bundle's motion reader (train.model.MotionReader): the theta of T^Z(f_c(x_t1), f_c(x_t2))
 read from the frames themselves by a small network, so that a driving frame skips f_c and T^Z.
 
-    python -m train.distill eqsdk/models/mnist --out runs/reader-mnist --minutes 30
+    python -m train.distill eqsdk/models/mnist --out runs/reader-mnist --recipe recipes/mnist.toml
+    python -m train.distill eqsdk/models/mnist --out runs/reader-try --minutes 30 --width 16
 
 The teacher is the bundle's own model (export.from_bundle), frozen; the pairs are drawn from the
 training split of the dataset it was trained on, as its last stage drew them. The loss is the
 mean squared displacement between the reader's affine and T^Z's (model.displacement): how far
 apart the two send the points of the feature map. Resumes from OUT/reader.pt; OUT/log.jsonl keeps
-the training and validation figures (validation: pairs of the validation split). Export adds the
-reader to a bundle: python -m export.add_reader.
+the training and validation figures (validation: pairs of the validation split). A recipe's
+[reader] table gives the shipped reader's budget (`steps`) and settings (fields of DistillConfig
+and ReaderConfig). Export adds the reader to a bundle: python -m export.add_reader.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import json
 import math
 import sys
 import time
+import tomllib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,6 +32,8 @@ from export.from_bundle import from_bundle
 from train.checkpoint import read_checkpoint, save_checkpoint
 from train.datasets import pair_source
 from train.model import MotionReader, ReaderConfig, SceneModel, config_from_dict, displacement
+from train.recipe import RecipeError
+from train.train import Budget
 
 
 @dataclass(frozen=True)
@@ -92,9 +97,21 @@ def learning_rate(dcfg: DistillConfig, fraction: float) -> float:
     return dcfg.lr * (dcfg.lr_final + (1 - dcfg.lr_final) * 0.5 * (1 + math.cos(math.pi * min(fraction, 1.0))))
 
 
-def distill(bundle: Path, out: Path, minutes: float, dcfg: DistillConfig, rcfg: ReaderConfig,
+def read_recipe(path: Path) -> tuple[Budget, DistillConfig, ReaderConfig]:
+    """A recipe's [reader] table: its budget and settings."""
+    try:
+        table = dict(tomllib.loads(Path(path).read_text())["reader"])
+        budget = Budget(steps=table.pop("steps"))
+        d = {k: table.pop(k) for k in list(table) if k in asdict(DistillConfig())}
+        return budget, DistillConfig(**d), ReaderConfig(**table)
+    except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError) as e:
+        raise RecipeError(f"{path}: no reader recipe ({e}); expected a [reader] table with steps "
+                          "and fields of DistillConfig or ReaderConfig") from None
+
+
+def distill(bundle: Path, out: Path, budget: Budget, dcfg: DistillConfig, rcfg: ReaderConfig,
             validate_every: float = 120) -> dict:
-    """Train (or resume) OUT/reader.pt for `minutes` in total; returns its last validation."""
+    """Train (or resume) OUT/reader.pt to the end of its budget; returns its last validation."""
     model, manifest = from_bundle(bundle)
     for p in model.parameters():
         p.requires_grad_(False)
@@ -122,13 +139,13 @@ def distill(bundle: Path, out: Path, minutes: float, dcfg: DistillConfig, rcfg: 
 
     log = (out / "log.jsonl").open("a")
     last_validation, figures = time.perf_counter(), {}
-    while state["elapsed"] < minutes * 60:
+    while not budget.done(state):
         t0 = time.perf_counter()
         rng = np.random.default_rng([dcfg.seed, state["step"]])  # resumable stream
         x1, x2, _ = train_set.sample_pairs(dcfg.batch, rng, augment=True, recolour=tcfg.get("recolour", 0.0))
         target = teacher(model, x1, x2)
         for group in opt.param_groups:
-            group["lr"] = learning_rate(dcfg, state["elapsed"] / (minutes * 60))
+            group["lr"] = learning_rate(dcfg, budget.fraction(state))
         value = loss(*reader(x1, x2), target).mean()
         opt.zero_grad(set_to_none=True)
         value.backward()
@@ -136,8 +153,7 @@ def distill(bundle: Path, out: Path, minutes: float, dcfg: DistillConfig, rcfg: 
         state.update(step=state["step"] + 1, samples=state["samples"] + dcfg.batch,
                      elapsed=state["elapsed"] + time.perf_counter() - t0)
         row = {"step": state["step"], "elapsed": round(state["elapsed"], 1), "loss": float(value.detach())}
-        done = state["elapsed"] >= minutes * 60
-        if done or time.perf_counter() - last_validation > validate_every:
+        if budget.done(state) or time.perf_counter() - last_validation > validate_every:
             reader.eval()
             figures = validation(model, reader, val)
             reader.train()
@@ -156,7 +172,10 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("bundle", type=Path, help="bundle directory whose f_c and T^Z teach the reader")
     p.add_argument("--out", type=Path, required=True, help="run directory (resumed when it exists)")
-    p.add_argument("--minutes", type=float, required=True, help="training time in total, across resumes")
+    p.add_argument("--recipe", type=Path, help="a recipe file: its [reader] table's budget and settings")
+    p.add_argument("--steps", type=int, help="steps in total, across resumes")
+    p.add_argument("--minutes", type=float, help="training time in total, across resumes (with --steps: "
+                   "whichever ends first)")
     p.add_argument("--threads", type=int, default=None)
     for f, default in asdict(DistillConfig()).items():
         p.add_argument(f"--{f.replace('_', '-')}", type=type(default), default=default)
@@ -165,10 +184,16 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    dcfg = DistillConfig(**{f: getattr(args, f) for f in asdict(DistillConfig())})
-    rcfg = ReaderConfig(**{f: getattr(args, f) for f in asdict(ReaderConfig())})
+    if (args.recipe is None) == (args.steps is None and args.minutes is None):
+        p.error("expected --recipe, or a budget (--steps and/or --minutes)")
     try:
-        distill(args.bundle, args.out, args.minutes, dcfg, rcfg)
+        if args.recipe:
+            budget, dcfg, rcfg = read_recipe(args.recipe)
+        else:
+            budget = Budget(steps=args.steps, minutes=args.minutes)
+            dcfg = DistillConfig(**{f: getattr(args, f) for f in asdict(DistillConfig())})
+            rcfg = ReaderConfig(**{f: getattr(args, f) for f in asdict(ReaderConfig())})
+        distill(args.bundle, args.out, budget, dcfg, rcfg)
     except EqsdkError as e:
         sys.exit(f"train.distill: {e}")
 
