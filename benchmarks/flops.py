@@ -30,6 +30,7 @@ PATHS = {
     "full": [("f_c", 3), ("f_b", 1), ("t_z", 1), ("g", 1)],
     "motion": [("f_c", 2), ("t_z", 1), ("g", 1)],
     "drive": [("f_c", 1), ("t_z", 1), ("g", 1)],
+    "drive_reader": [("reader", 1), ("warp", 1), ("g", 1)],
     "background": [("f_b", 1), ("warp", 1), ("g", 1)],
 }
 
@@ -40,16 +41,19 @@ def count(fn, *args) -> int:
     return int(counter.get_total_flops())
 
 
-def graph_flops(model) -> dict[str, int]:
-    """FLOPs of each graph on one input (batch 1): the exporter's modules and example inputs."""
+def graph_flops(model, reader=None) -> dict[str, int]:
+    """FLOPs of each graph on one input (batch 1): the exporter's modules and example inputs, and
+    the motion reader's where one is given."""
+    modules = {**graph_modules(model), **({"reader": reader} if reader is not None else {})}
     return {name: count(module, *example_inputs(name, model.cfg, batch=1).values())
-            for name, module in graph_modules(model).items()}
+            for name, module in modules.items()}
 
 
 def path_flops(per_graph: dict[str, int]) -> dict[str, int]:
     """FLOPs per render of each path, and of each graph call as eqsdk.bench times it
     ('graph:f_c' runs f_c on three images per batch item)."""
-    out = {p: sum(per_graph[g] * n for g, n in calls) for p, calls in PATHS.items()}
+    out = {p: sum(per_graph[g] * n for g, n in calls) for p, calls in PATHS.items()
+           if all(g in per_graph for g, _ in calls)}
     out.update({f"graph:{g}": per_graph[g] * (3 if g == "f_c" else 1) for g in per_graph})
     return out
 

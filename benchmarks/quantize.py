@@ -27,7 +27,6 @@ from pathlib import Path
 import numpy as np
 
 from eqsdk.bundle import MANIFEST, read_manifest
-from eqsdk.graphs import GRAPHS
 
 QUANTIZED = ("f_c", "f_b")  # the default; "g" may be added
 # Ops whose presence in the optimised graph shows integer kernels running (MLAS u8 x s8 GEMMs).
@@ -92,7 +91,7 @@ def quantize_bundle(source: Path, out: Path, renderer, calibration: int = 256,
         shutil.rmtree(out)
     out.mkdir(parents=True)
     keep = {}
-    for graph in GRAPHS:
+    for graph in manifest["graphs"]:
         src = Path(source) / manifest["graphs"][graph]["file"]
         if graph not in graphs:
             shutil.copyfile(src, out / src.name)
@@ -109,7 +108,7 @@ def quantize_bundle(source: Path, out: Path, renderer, calibration: int = 256,
     for graph, entry in manifest["graphs"].items():
         entry["sha256"] = hashlib.sha256((out / entry["file"]).read_bytes()).hexdigest()
     manifest["name"] = f"{manifest['name']}-int8"
-    manifest["precision"] = {"int8": list(graphs), "fp32": [g for g in GRAPHS if g not in graphs],
+    manifest["precision"] = {"int8": list(graphs), "fp32": [g for g in manifest["graphs"] if g not in graphs],
                              "method": "onnxruntime quantize_static, QDQ, per-channel s8 weights, "
                                        f"u8 activations, MinMax on {calibration} val frames",
                              "fp32_nodes": keep}

@@ -5,13 +5,14 @@ from pathlib import Path
 
 from eqsdk import motion_check
 
-PATHS = ("full", "motion", "drive", "background")
-GRAPH_ROWS = ("graph:f_c", "graph:f_b", "graph:t_z", "graph:g", "graph:warp")
+PATHS = ("full", "motion", "drive", "drive_reader", "background")
+GRAPH_ROWS = ("graph:f_c", "graph:f_b", "graph:t_z", "graph:g", "graph:warp", "graph:reader")
 BUSY_LOAD = 0.5  # a 1-minute load average above this before the start: something else was running
 # The rows the latency targets are about: eqsdk's fastest default, the openvino backend at its
 # default precision (bf16 where the CPU has it), a full render and the drive path.
 EQSDK = "eqsdk openvino bf16 (one call)"
 DRIVE = "eqsdk openvino bf16, drive"
+DRIVE_READER = "eqsdk openvino bf16, drive with the reader"
 EQSDK_CPU = "eqsdk cpu fp32 (ONNX Runtime, 4 sessions)"  # the exact default, always installed
 EAGER = "PyTorch eager fp32"
 COMPILE_BF16 = "torch.compile + bf16 autocast"
@@ -24,6 +25,8 @@ BARS = {  # the targets, as ratios measured in one run
     "reduced_vs_bf16_peak": ("batch 32, reduced-precision path: ≥ 85% of the measured bf16 peak", 0.85),
     "exact_vs_fp32_peak": ("batch 32, exact path: ≥ 75% of the measured fp32 peak", 0.75),
     "drive_vs_full": ("cached-encoding path (drive), batch 1: median ≤ 0.5 × the full render", 0.5),
+    "drive_reader_vs_full": ("cached-encoding path with the motion reader (drive_reader), batch 1: "
+                             "median ≤ 0.5 × the full render", 0.5),
     "sdk_overhead": ("SDK overhead outside the graphs at batch 1 ≤ 10%", 0.10),
 }
 
@@ -118,6 +121,7 @@ def targets(r: dict) -> dict:
     out["reduced_vs_bf16_peak"] = peak_target(r, "reduced_vs_bf16_peak", REDUCED, "bf16")
     out["exact_vs_fp32_peak"] = peak_target(r, "exact_vs_fp32_peak", EXACT, "fp32")
     out["drive_vs_full"] = ratio_target(r, "drive_vs_full", DRIVE, EQSDK)
+    out["drive_reader_vs_full"] = ratio_target(r, "drive_reader_vs_full", DRIVE_READER, EQSDK)
     section = r.get("openvino", r["ort"])  # the backend of the EQSDK row where it ran
     frac = section["overhead_batch1"]["sdk_fraction"]
     out["sdk_overhead"] = target("sdk_overhead", f"{frac:.1%} of a one-call render "
@@ -214,7 +218,7 @@ def int8_table(r: dict) -> list[str]:
     lines = ["| batch | path | int8 median ms | int8 p99 ms | fp32 median ms | int8 / fp32 | "
              "int8 G(FL)OP/s | % of FP32 peak |", "|---:|---|---:|---:|---:|---:|---:|---:|"]
     for batch in r["settings"]["batches"]:
-        for path in PATHS + GRAPH_ROWS:
+        for path in (p for p in PATHS + GRAPH_ROWS if p in i8["ort"]["batches"][str(batch)]):
             st = i8["ort"]["batches"][str(batch)][path]
             fp = median(r["ort"], batch, path)
             g = gflops(r, st["median_ms"], batch, path)

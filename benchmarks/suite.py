@@ -46,18 +46,21 @@ from eqsdk.backends.ort_cpu import default_threads
 from eqsdk.bench import bench, time_calls
 from eqsdk.bundle import bundle_dir
 from eqsdk.verify import TOLERANCE
+from train.model import MotionReader, ReaderConfig
 
 PARITY_TOLERANCE = TOLERANCE["fp32"]  # max abs difference of a render against eqsdk's
 PAUSE_S = 0.05  # between two rows of a round: spinning threads of the previous row go idle
 
-# The contestants, each a full render (the drive row: a new driving frame on a cached character,
-# background and reference frame): label -> (precision class for the peaks, render path).
+# The contestants, each a full render (the drive rows: a new driving frame on a cached character,
+# background and reference frame, its motion read by f_c and T^Z or by the bundle's motion
+# reader): label -> (precision class for the peaks, render path).
 ROWS = {
     "eqsdk cpu fp32 (ONNX Runtime, 4 sessions)": ("fp32", "full"),
     "eqsdk cpu fp32, drive": ("fp32", "drive"),
     "eqsdk openvino fp32 (one call)": ("fp32", "full"),
     "eqsdk openvino bf16 (one call)": ("bf16", "full"),
     "eqsdk openvino bf16, drive": ("bf16", "drive"),
+    "eqsdk openvino bf16, drive with the reader": ("bf16", "drive_reader"),
     "one merged ONNX model, ORT spinning off": ("fp32", "full"),
     "one merged ONNX model, ORT spinning on": ("fp32", "full"),
     "PyTorch eager fp32": ("fp32", "full"),
@@ -112,11 +115,13 @@ def contestants(args, batch: int, model, merged, threads: int, compiled: dict) -
     xt = tuple(torch.from_numpy(a) for a in x)
     calls, skipped = {}, {}
     def drive(renderer):
-        """The drive path: a new frame x[2] on a cached character, background and reference frame."""
+        """The drive path: a new frame x[2] on a cached character, background and reference frame
+        (with the reader, the reference frame's image)."""
         b = renderer.backend
         character = Encoding("character", b.run("f_c", x=b.upload(x[0]))["z"], batch, False)
         background = Encoding("background", b.run("f_b", x=b.upload(x[3]))["z"], batch, False)
-        reference = Encoding("character", b.run("f_c", x=b.upload(x[1][:1]))["z"], 1, True)
+        reference = x[1][:1] if renderer.reader else \
+            Encoding("character", b.run("f_c", x=b.upload(x[1][:1]))["z"], 1, True)
         return lambda: renderer.drive(character, background, reference, x[2])
 
     renderer = eqsdk.load(args.model, check_motion=False, threads=threads)
@@ -130,10 +135,16 @@ def contestants(args, batch: int, model, merged, threads: int, compiled: dict) -
             calls[label] = lambda r=r: r.render_arrays(*x)
             if precision == "bf16":
                 calls["eqsdk openvino bf16, drive"] = drive(r)
+                if "reader" in r.manifest.graphs:
+                    calls["eqsdk openvino bf16, drive with the reader"] = drive(
+                        eqsdk.Renderer(r.backend, r.manifest, reader=True))
+                else:
+                    skipped["eqsdk openvino bf16, drive with the reader"] = "the bundle has no motion reader"
         except eqsdk.errors.EqsdkError as e:  # not installed, or no bf16 on this CPU
             skipped[label] = str(e).splitlines()[0]
             if precision == "bf16":
-                skipped["eqsdk openvino bf16, drive"] = skipped[label]
+                for drive_row in ("eqsdk openvino bf16, drive", "eqsdk openvino bf16, drive with the reader"):
+                    skipped[drive_row] = skipped[label]
     feeds = dict(zip(merged_graph.INPUTS, x))
     for spinning in (False, True):
         session = merged_graph.ort_session(merged, threads, spinning)
@@ -256,7 +267,10 @@ def run(args) -> dict:
         results["motion_check"] = motion_check(args, model, threads)
 
     step("FLOPs")
-    per_graph = flops.graph_flops(model)
+    reader = None
+    if "reader" in renderer.manifest.graphs:  # FLOPs do not depend on the weights
+        reader = MotionReader(model.cfg, ReaderConfig.from_dict(renderer.manifest.evaluation["reader"]["reader_config"]))
+    per_graph = flops.graph_flops(model, reader)
     results["flops"] = {"method": "torch.utils.flop_counter.FlopCounterMode on the PyTorch modules; "
                                   "convolutions and matrix products, 1 multiply-add = 2 FLOP",
                         "per_graph_batch1": per_graph, "per_render": flops.path_flops(per_graph)}

@@ -75,7 +75,8 @@ def test_results_json_is_complete(report):
     for batch, rows in r["rows"].items():
         measured = set(rows) | set(r["not_measured"][batch])
         assert measured == set(suite.ROWS)
-        assert {suite_report.EQSDK_CPU, suite_report.EQSDK, suite_report.DRIVE, "PyTorch eager fp32",
+        assert {suite_report.EQSDK_CPU, suite_report.EQSDK, suite_report.DRIVE, suite_report.DRIVE_READER,
+                "PyTorch eager fp32",
                 "one merged ONNX model, ORT spinning on"} <= set(rows)
         assert r["not_measured"][batch]["torch.compile fp32"] == "--skip-compile"
         for st in rows.values():
@@ -96,6 +97,7 @@ def test_flops_of_a_full_render_are_its_graphs(report):
     r = json.loads((report / "results.json").read_text())
     g, per_render = r["flops"]["per_graph_batch1"], r["flops"]["per_render"]
     assert per_render["full"] == 3 * g["f_c"] + g["f_b"] + g["t_z"] + g["g"]
+    assert per_render["drive_reader"] == g["reader"] + g["warp"] + g["g"] and g["reader"] > 0
     # The tiny model's f_c: a 4x4 stride-2 conv 3 -> 8 channels on 64x64 -> 32x32, among others.
     assert g["f_c"] > 2 * 32 * 32 * 8 * 3 * 4 * 4
 
