@@ -71,8 +71,8 @@ class PathSpec:
         return set(self.graphs) <= set(graphs)
 
 
-# The paths a backend may run in one call (Backend.paths). Both output "image" (IMAGE) and are
-# the renderer's chains of graphs without the motion check, composed (see a backend's
+# The paths a backend may run in one call (Backend.paths). Each outputs "image" (IMAGE) and is
+# one of the renderer's chains of graphs without the motion check, composed (see a backend's
 # compose_path); the bundle keeps only the separate graphs.
 PATHS = {
     spec.name: spec

@@ -143,3 +143,18 @@ def load_checkpoint_of(bundle):
     from export.from_bundle import from_bundle
 
     return from_bundle(bundle)[0]
+
+
+def test_the_mnist_recipe_has_a_reader_table_and_a_recipe_without_one_is_refused(tmp_path):
+    from train.distill import read_recipe
+    from train.recipe import REPO, RecipeError
+
+    budget, dcfg, rcfg = read_recipe(REPO / "recipes" / "mnist.toml")
+    assert budget.steps > 1000 and budget.minutes is None and dcfg == DistillConfig() and rcfg == ReaderConfig()
+    bare = tmp_path / "bare.toml"
+    bare.write_text("[[stage]]\nsteps = 10\n")
+    with pytest.raises(RecipeError, match="no reader recipe"):
+        read_recipe(bare)
+    bare.write_text("[reader]\nsteps = 10\nwidht = 8\n")
+    with pytest.raises(RecipeError, match="widht"):
+        read_recipe(bare)
