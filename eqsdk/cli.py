@@ -162,7 +162,7 @@ def bundle_summary(directory: Path, m) -> str:
     for name, g in m.graphs.items():
         ins = ", ".join(f"{k}{list(v)}" for k, v in g.inputs.items())
         outs = ", ".join(f"{k}{list(v)}" for k, v in g.outputs.items())
-        lines.append(f"  {name:5} {ins} -> {outs}  [{g.sha256[:12]}]")
+        lines.append(f"  {name:6} {ins} -> {outs}  [{g.sha256[:12]}]")
     if m.training is not None:
         if m.training.recipe:
             lines.append(f"recipe    {m.training.recipe}")
@@ -183,7 +183,7 @@ def evaluation_lines(ev) -> list[str]:
     splits = ev.get("splits")
     if hasattr(splits, "items"):
         return [f"{name}: {line}" for name, split in splits.items() if hasattr(split, "get")
-                for line in evaluation_lines(split)]
+                for line in evaluation_lines(split)] + reader_lines(ev)
     number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
     lines = [f"{key} = {value:.3f}" for key, value in (ev.get("ratios") or {}).items() if number(value)]
     for key, t in ({} if "ratios" in ev else ev.get("targets") or {}).items():
@@ -200,7 +200,22 @@ def evaluation_lines(ev) -> list[str]:
     if hasattr(checked, "get") and hasattr(checked.get("ratios"), "items"):
         lines.append("with --check-motion: " + ", ".join(
             f"{k} = {v:.3f}" for k, v in checked["ratios"].items() if number(v)))
-    return lines
+    return lines + reader_lines(ev)
+
+
+def reader_lines(ev) -> list[str]:
+    """The motion reader's figures (export.add_reader's record), numbers only."""
+    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+    record = ev.get("reader")
+    reader = record.get("evaluation") if hasattr(record, "get") else None
+    if not hasattr(reader, "get"):
+        return []
+    figures = [f"{k} = {v.get('reader'):.3f}" for k, v in (reader.get("ratios") or {}).items()
+               if hasattr(v, "get") and number(v.get("reader"))]
+    recon = reader.get("reconstruction") or {}
+    if hasattr(recon, "get") and number(recon.get("reader")) and number(recon.get("t_z")) and recon["t_z"]:
+        figures.append(f"reconstruction MSE {recon['reader'] / recon['t_z'] - 1:+.0%} over T^Z's")
+    return ["with --reader: " + ", ".join(figures)] if figures else []
 
 
 @cli.command()

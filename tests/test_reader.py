@@ -158,3 +158,13 @@ def test_the_mnist_recipe_has_a_reader_table_and_a_recipe_without_one_is_refused
     bare.write_text("[reader]\nsteps = 10\nwidht = 8\n")
     with pytest.raises(RecipeError, match="widht"):
         read_recipe(bare)
+
+
+def test_info_states_the_readers_figures_from_its_record():
+    from eqsdk.cli import evaluation_lines
+
+    record = {"evaluation": {"ratios": {"transformation_vs_video_frames": {"t_z": 0.6, "reader": 0.65}},
+                             "reconstruction": {"t_z": 0.002, "reader": 0.0025}}}
+    assert evaluation_lines({"ratios": {"tz_r2": 0.9}, "reader": record}) == [
+        "tz_r2 = 0.900", "with --reader: transformation_vs_video_frames = 0.650, reconstruction MSE +25% over T^Z's"]
+    assert evaluation_lines({"reader": {"evaluation": None}}) == evaluation_lines({"reader": 3}) == []
