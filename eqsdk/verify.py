@@ -23,7 +23,9 @@ GOLDEN_SEED, GOLDEN_BATCH, GOLDEN_POOL = 0, 2, 8
 # Max abs difference on the thumbnails: above the float noise of other CPUs and ONNX Runtime
 # versions (~1e-6), below what another model's graph changes.
 GOLDEN_TOLERANCE = TOLERANCE["fp32"]
-GOLDEN_PATHS = ("render", "compose")  # the four-graph render; a given motion through warp and g
+# The four-graph render; a given motion through warp and g; and where the bundle has a motion
+# reader, a drive with it (reader, warp, g).
+GOLDEN_PATHS = ("render", "compose", "drive_reader")
 
 
 def golden_inputs(seed: int, batch: int, size: int) -> dict[str, np.ndarray]:
@@ -51,8 +53,9 @@ def thumbnails(images: np.ndarray, pool: int) -> np.ndarray:
 
 def golden_renders(renderer, seed: int = GOLDEN_SEED, batch: int = GOLDEN_BATCH,
                    pool: int = GOLDEN_POOL) -> dict[str, np.ndarray]:
-    """Thumbnails of each of GOLDEN_PATHS on golden_inputs, rendered as the renderer renders
-    (always the four-graph render: the motion check is a runtime option, not the model)."""
+    """Thumbnails of each of GOLDEN_PATHS the bundle has on golden_inputs, rendered as the
+    renderer renders (always the four-graph render: the motion check is a runtime option, not the
+    model)."""
     from eqsdk.renderer import Encoding, Renderer
 
     renderer = Renderer(renderer.backend, renderer.manifest)  # check_motion off
@@ -62,7 +65,11 @@ def golden_renders(renderer, seed: int = GOLDEN_SEED, batch: int = GOLDEN_BATCH,
     background = Encoding("background", b.run("f_b", x=b.upload(x["x_b"]))["z"], batch, False)
     motion = Encoding("motion", (x["theta"], x["origin"]), batch, False)
     compose = renderer.compose_arrays(character, motion, background, batch)
-    return {"render": thumbnails(render, pool), "compose": thumbnails(compose, pool)}
+    out = {"render": thumbnails(render, pool), "compose": thumbnails(compose, pool)}
+    if "reader" in renderer.manifest.graphs:
+        drive = Renderer(b, renderer.manifest, reader=True).drive(character, background, x["x_t1"], x["x_t2"])
+        out["drive_reader"] = thumbnails(drive, pool)
+    return out
 
 
 def check_golden(renderer) -> dict[str, float] | None:
@@ -153,7 +160,7 @@ def describe_checks(renderer, golden: dict[str, float] | None) -> list[str]:
         lines.append("golden render: none recorded in this bundle, so its graphs' weights are unchecked")
     else:
         g = m.golden
-        lines.append(f"golden render: {g.batch} fixed scenes through " + " and ".join(golden)
+        lines.append(f"golden render: {g.batch} fixed scenes through " + ", ".join(golden)
                      + f" on the CPU, max abs diff {max(golden.values()):.1e} <= {g.tolerance:g} "
                      f"({g.pool}x{g.pool} pixel means)")
     return lines

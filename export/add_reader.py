@@ -17,12 +17,13 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from eqsdk.errors import BundleError, EqsdkError
 from eqsdk.graphs import GRAPHS, resolve
 from eqsdk.manifest import MANIFEST, GraphEntry, frozen, read_manifest
-from eqsdk.verify import backend_runner, graph_diffs, random_inputs
+from eqsdk.verify import backend_runner, golden_renders, graph_diffs, random_inputs
 from export.from_bundle import from_bundle
 from export.to_onnx import TOLERANCE, export_graph, sha256
 from train.checkpoint import read_checkpoint
@@ -58,6 +59,10 @@ def add_reader(bundle: Path, checkpoint: Path, evaluation: dict | None = None) -
                   if g in manifest.graphs or g == "reader"}
         new = replace(manifest, graphs=graphs, evaluation=frozen({**manifest.evaluation, "reader": record}))
         new.write(tmp)
+        if manifest.golden is not None:  # the reader's drive joins the golden renders
+            thumbs = golden_renders(eqsdk.load(tmp), manifest.golden.seed, manifest.golden.batch, manifest.golden.pool)
+            renders = {**manifest.golden.renders, "drive_reader": np.round(thumbs["drive_reader"], 7).tolist()}
+            new = replace(new, golden=replace(manifest.golden, renders=frozen(renders)))
 
         def torch_runner(graph: str, x: dict) -> dict:
             with torch.no_grad():

@@ -168,3 +168,27 @@ def test_info_states_the_readers_figures_from_its_record():
     assert evaluation_lines({"ratios": {"tz_r2": 0.9}, "reader": record}) == [
         "tz_r2 = 0.900", "with --reader: transformation_vs_video_frames = 0.650, reconstruction MSE +25% over T^Z's"]
     assert evaluation_lines({"reader": {"evaluation": None}}) == evaluation_lines({"reader": 3}) == []
+
+
+def test_a_swapped_reader_fails_the_golden_render(tmp_path):
+    import json as json_
+
+    from eqsdk.verify import check_golden
+    from export.to_onnx import export_graph, sha256
+    from train.model import ModelConfig
+
+    bundle = tmp_path / "swapped"
+    shutil.copytree(eqsdk.bundle.bundle_dir("mnist"), bundle)
+    manifest = eqsdk.bundle.read_manifest(bundle)
+    assert "drive_reader" in manifest.golden.renders
+    assert check_golden(eqsdk.load(bundle))["drive_reader"] <= manifest.golden.tolerance
+    cfg = ModelConfig.from_dict(dict(manifest.config))
+    other = MotionReader(cfg, ReaderConfig.from_dict(dict(manifest.evaluation["reader"]["reader_config"]))).eval()
+    with torch.no_grad():  # another model's reader: here, one that reads every motion as a small turn
+        other.head[-1].bias.copy_(torch.tensor([0.98, -0.2, 0, 0.2, 0.98, 0, 0, 0]))
+    export_graph(other, "reader", cfg, bundle / "reader.onnx")
+    m = json_.loads((bundle / "manifest.json").read_text())
+    m["graphs"]["reader"]["sha256"] = sha256(bundle / "reader.onnx")  # a consistent, wrong bundle
+    (bundle / "manifest.json").write_text(json_.dumps(m))
+    with pytest.raises(eqsdk.BundleError, match="golden drive_reader differs"):
+        check_golden(eqsdk.load(bundle))
