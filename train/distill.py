@@ -5,9 +5,10 @@ read from the frames themselves by a small network, so that a driving frame skip
     python -m train.distill eqsdk/models/mnist --out runs/reader-try --minutes 30 --width 16
 
 The teacher is the bundle's own model (export.from_bundle), frozen; the pairs are drawn from the
-training split of the dataset it was trained on, as its last stage drew them. The loss is the
-mean squared displacement between the reader's affine and T^Z's (model.displacement): how far
-apart the two send the points of the feature map. Resumes from OUT/reader.pt; OUT/log.jsonl keeps
+training split of the data it was trained on, as its last stage drew them (a footage bundle: its
+folder of videos, which must be where it was). The teacher runs under bf16 autocast. The loss is
+the mean squared displacement between the reader's affine and T^Z's (model.displacement): how far
+apart the two send the points of the frame, plus the origins' squared distance. Resumes from OUT/reader.pt; OUT/log.jsonl keeps
 the training and validation figures (validation: pairs of the validation split). A recipe's
 [reader] table gives the shipped reader's budget (`steps`) and settings (fields of DistillConfig
 and ReaderConfig). Export adds the reader to a bundle: python -m export.add_reader.
@@ -34,6 +35,7 @@ from train.datasets import pair_source
 from train.model import MotionReader, ReaderConfig, SceneModel, config_from_dict, displacement
 from train.recipe import RecipeError
 from train.train import Budget
+from train.videos import DEFAULT_MAX_GAP
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,14 @@ class DistillConfig:
     seed: int = 0
 
     from_dict = classmethod(config_from_dict)
+
+
+def pairs_of(model: SceneModel, tcfg, split: str):
+    """The pairs of one split of the data a bundle's model was trained on (tcfg: the train_config
+    its manifest records)."""
+    return pair_source(tcfg.get("dataset", "mnist"), split, tcfg.get("n_backgrounds", 64),
+                       seed=tcfg.get("seed", 0), size=model.cfg.image_size, crop=tcfg.get("video_crop"),
+                       max_gap=tcfg.get("max_gap", DEFAULT_MAX_GAP))
 
 
 def teacher(model: SceneModel, x1: torch.Tensor, x2: torch.Tensor, bf16: bool = False
@@ -117,9 +127,7 @@ def distill(bundle: Path, out: Path, budget: Budget, dcfg: DistillConfig, rcfg: 
     for p in model.parameters():
         p.requires_grad_(False)
     tcfg = manifest.training.train_config if manifest.training else {}
-    source = lambda split: pair_source(tcfg.get("dataset", "mnist"), split,  # noqa: E731
-                                       tcfg.get("n_backgrounds", 64), seed=tcfg.get("seed", 0))
-    train_set, val_set = source("train"), source("val")
+    train_set, val_set = pairs_of(model, tcfg, "train"), pairs_of(model, tcfg, "val")
     val = val_set.sample_pairs(512, np.random.default_rng([dcfg.seed, 1]))[:2]
 
     out.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,8 @@ T^Z's, on the test split of the data the bundle was trained on.
 
     python -m train.evaluate_reader eqsdk/models/mnist runs/reader-mnist/reader.pt --out results/reader-mnist
 
-Every dataset: Reconstruction, h(x1, x1, x2, x1) vs x2 on test pairs (§4.1's training render).
+Every dataset: Reconstruction, h(x1, x1, x2, x1) vs x2 on test pairs (§4.1's training render;
+footage: its held-out videos).
 Moving MNIST also: the Transformation and Background manipulations of train.evaluate (same
 examples, same seed) and their ratios to its baselines. Per-pixel MSE of images in [0, 1], with
 T^Z ("t_z") and with the reader ("reader"); "theta_rms" is the RMS displacement between the two
@@ -24,8 +25,8 @@ import torch
 from eqsdk.errors import EqsdkError
 from export.from_bundle import from_bundle
 from train.checkpoint import read_checkpoint
-from train.datasets import pair_source
-from train.distill import reader_render, validation
+from train.datasets import VIDEOS
+from train.distill import pairs_of, reader_render, validation
 from train.evaluate import batched, evaluate_manipulations, manipulation_examples, mse, summary
 from train.model import MotionReader, ReaderConfig, SceneModel
 
@@ -40,8 +41,8 @@ def load_reader(path: Path, model: SceneModel) -> MotionReader:
 def compare(model: SceneModel, reader: MotionReader, dataset: dict, pairs: int, examples: int,
             seed: int = 0) -> dict:
     """Mean MSE per render with T^Z and with the reader (see the module doc)."""
-    test = pair_source(dataset.get("dataset", "mnist"), "test", dataset.get("n_backgrounds", 64),
-                       seed=dataset.get("seed", 0))
+    footage = dataset.get("dataset", "mnist").startswith(VIDEOS)
+    test = pairs_of(model, dataset, "val" if footage else "test")  # footage is split in two
     x1, x2, _ = test.sample_pairs(pairs, np.random.default_rng([seed, 2]))
     read = lambda *x: reader_render(model, reader, *x)  # noqa: E731
     out = {"reconstruction": {"t_z": float(mse(batched(model, x1, x1, x2, x1), x2).mean()),
