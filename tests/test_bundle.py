@@ -162,8 +162,9 @@ def test_verify_catches_a_graph_swapped_for_another_models_of_the_same_interface
 def test_verify_and_info_say_what_they_checked(capsys):
     assert main(["verify", "--model", "sprites"]) == 0
     out = capsys.readouterr().out
-    assert "checked sha256 of every graph file (f_c.onnx, f_b.onnx, t_z.onnx, g.onnx, warp.onnx)" in out
-    assert "checked interfaces" in out and "checked golden render: 2 fixed scenes" in out
+    assert "checked sha256 of every graph file (f_c.onnx, f_b.onnx, t_z.onnx, g.onnx, warp.onnx, reader.onnx)" in out
+    assert "checked interfaces" in out
+    assert "checked golden render: 2 fixed scenes through render, compose, drive_reader" in out
     assert main(["info", "--model", "sprites", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert max(info["golden_max_abs_diff"].values()) <= info["manifest"]["golden"]["tolerance"]
