@@ -121,15 +121,13 @@ def paths(renderer, batch: int, seed: int = 0) -> dict:
         "full": lambda: renderer.render_arrays(x_c, x_t1, x_t2, x_b),
         "motion": lambda: renderer.drive(character, background, x_t1, x_t2),
         "drive": lambda: renderer.drive(character, background, reference, x_t2),
-        "drive_reader": lambda: reader.drive(character, background, x_t1[:1], x_t2),
         "background": lambda: renderer.compose_arrays(
             character, motion, Encoding("background", b.run("f_b", x=b.upload(x_b))["z"], batch, False),
             batch),
     }
     if "reader" in renderer.manifest.graphs:
         reader = Renderer(b, renderer.manifest, reader=True)
-    else:
-        del calls["drive_reader"]
+        calls["drive_reader"] = lambda: reader.drive(character, background, x_t1[:1], x_t2)
     for graph in renderer.manifest.graphs:
         sizes = 3 * batch if graph == "f_c" else batch  # f_c runs on all three images at once
         inputs = {k: b.upload(v) for k, v in random_inputs(graph, cfg, sizes, seed).items()}

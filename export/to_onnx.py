@@ -140,10 +140,10 @@ def export_bundle(checkpoint: Path, out: Path, name: str, evaluation: dict | Non
             export_graph(module, graph, model.cfg, tmp / GRAPHS[graph].file)
         manifest = Manifest(
             name=name, opset=OPSET, config=frozen(cfg),
-            graphs={g: GraphEntry(g, spec.file, sha256(tmp / spec.file), spec.doc,
-                                  {k: resolve(v, cfg) for k, v in spec.inputs.items()},
-                                  {k: resolve(v, cfg) for k, v in spec.outputs.items()})
-                    for g, spec in ((g, GRAPHS[g]) for g in REQUIRED)},
+            graphs={g: GraphEntry(g, GRAPHS[g].file, sha256(tmp / GRAPHS[g].file), GRAPHS[g].doc,
+                                  {k: resolve(v, cfg) for k, v in GRAPHS[g].inputs.items()},
+                                  {k: resolve(v, cfg) for k, v in GRAPHS[g].outputs.items()})
+                    for g in REQUIRED},
             golden=None, training=training_record(training, checkpoint), evaluation=frozen(evaluation or {}),
             parity={}, precision="fp32")
         manifest.write(tmp)

@@ -27,7 +27,7 @@ from export.from_bundle import from_bundle
 from train.checkpoint import read_checkpoint
 from train.datasets import VIDEOS
 from train.distill import pairs_of, reader_render, validation
-from train.evaluate import batched, evaluate_manipulations, manipulation_examples, mse, summary
+from train.evaluate import batched, evaluate_manipulations, mse
 from train.model import MotionReader, ReaderConfig, SceneModel
 
 
@@ -50,12 +50,11 @@ def compare(model: SceneModel, reader: MotionReader, dataset: dict, pairs: int, 
                               "pairs": pairs},
            "theta_rms": validation(model, reader, (x1, x2))}
     if dataset.get("dataset", "mnist") == "mnist":
-        per_example, _ = evaluate_manipulations(model, test, examples, seed)
-        ex = manipulation_examples(test, examples, np.random.default_rng([seed, 3]))  # the same examples
+        per_example, ex = evaluate_manipulations(model, test, examples, seed)  # T^Z's, and the examples
         for name, args, truth in (("transformation", ("x2i", "x1i", "x1j", "x2i"), "gt_transformation"),
                                   ("background", ("x1i", "x1i", "x1j", "x2j"), "gt_background")):
             got = mse(batched(read, *(ex[a] for a in args)), ex[truth])
-            out[name] = {"t_z": summary(per_example[name])["mean"], "reader": float(got.mean()),
+            out[name] = {"t_z": float(per_example[name].mean()), "reader": float(got.mean()),
                          "examples": examples}
         out["ratios"] = {
             "transformation_vs_video_frames": {
